@@ -15,7 +15,7 @@ install: $(STAMP)
 # A CUDA build of torch already on the machine is kept (the venv sees it through
 # --system-site-packages); otherwise the CPU build torch==2.13.0 is pinned, because an
 # unpinned torch pulls a CUDA build of several GB.
-$(STAMP): requirements.txt setup.py pyproject.toml
+$(STAMP): requirements.txt setup.py pyproject.toml $(wildcard csrc/*)
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)" 2>/dev/null; then \
 	    echo "attnfast: keeping the machine's CUDA torch"; \
 	    [ -x $(VPY) ] || $(PY) -m venv --system-site-packages $(VENV); \

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
