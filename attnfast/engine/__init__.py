@@ -1,1 +1,1 @@
-
+"""Training infrastructure: checkpoints, mixed precision, logs."""

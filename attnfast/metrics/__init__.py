@@ -1,1 +1,1 @@
-
+"""Metrics: attribute accuracy and attention grounding on shapes, R-precision (DAMSM)."""

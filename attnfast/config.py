@@ -1,0 +1,116 @@
+"""Training configuration: nested dicts with defaults, loaded from YAML, unknown keys refused.
+
+The defaults are the built-in shapes setup; ``training/configs/*.yaml`` override them. Every module
+receives plain sizes from here (no global config object inside models).
+"""
+import copy
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "name": "shapes",
+    "dataset": {
+        "name": "shapes",          # shapes (built in)
+        "train_size": 20000,
+        "test_size": 1000,
+        "captions_per_image": 5,
+        "words_num": 18,           # cfg.TEXT.WORDS_NUM
+        "seed": 0,
+        "num_workers": 0,
+    },
+    "model": {
+        "word_dim": 300,           # embedding size fed to the LSTM
+        "embedding_dim": 256,      # cfg.TEXT.EMBEDDING_DIM
+        "rnn_type": "LSTM",
+        "rnn_dropout": 0.5,
+        "gf_dim": 32,              # cfg.GAN.GF_DIM
+        "df_dim": 64,              # cfg.GAN.DF_DIM
+        "z_dim": 100,              # cfg.GAN.Z_DIM
+        "condition_dim": 100,      # cfg.GAN.CONDITION_DIM
+        "r_num": 2,                # cfg.GAN.R_NUM
+        "branch_num": 2,           # cfg.TREE.BRANCH_NUM (stages: 64, 128, 256)
+        "b_jcu": True,             # unconditional D heads as well (cfg.GAN.B_DCGAN false)
+        "image_encoder": "small",  # small | inception
+        "inception_weights": None, # local path to torchvision's inception_v3 ImageNet weights
+        "mask_mode": "correct",    # correct | attngan
+    },
+    "damsm": {
+        "batch_size": 48,
+        "lr": 0.002,               # cfg.TRAIN.ENCODER_LR
+        "lr_decay": 0.98,          # per epoch while lr > lr / 10, as pretrain_DAMSM.py
+        "betas": [0.5, 0.999],
+        "rnn_grad_clip": 0.25,     # cfg.TRAIN.RNN_GRAD_CLIP
+        "gamma1": 4.0, "gamma2": 5.0, "gamma3": 10.0,
+        "steps": 2000,
+        "image_size": 64,          # the resolution the image encoder is trained on
+    },
+    "gan": {
+        "batch_size": 20,
+        "g_lr": 0.0002,
+        "d_lr": 0.0002,
+        "betas": [0.5, 0.999],
+        "lambda": 5.0,             # cfg.TRAIN.SMOOTH.LAMBDA (weight of the DAMSM loss in G)
+        "ema": 0.999,              # moving average of G's parameters (the original's avg_param_G)
+        "steps": 5000,
+    },
+    "train": {
+        "seed": 0,
+        "log_every": 20,
+        "checkpoint_every": 500,
+        "sample_every": 500,       # sample grid with fixed noise and captions
+        "grid_size": 16,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            raise ConfigError(f"unknown config key {path!r} (known: {sorted(base)})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            merged[key] = _merge(base[key], value, path)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` (value parsed as YAML) -> nested dict."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    node: dict = {}
+    root = node
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return root
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """Defaults <- YAML file <- ``section.key=value`` overrides. Unknown keys raise ConfigError."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a mapping")
+        config = _merge(config, loaded, "")
+    for text in overrides:
+        config = _merge(config, parse_override(text), "")
+    return config

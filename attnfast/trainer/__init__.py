@@ -1,0 +1,1 @@
+"""The training loops behind ``python -m attnfast.train``: DAMSM pretraining and AttnGAN."""

@@ -1,0 +1,33 @@
+"""Deterministic step-indexed batches: the batch of global step s depends only on (seed, s), so a
+resumed run reads exactly the batches the uninterrupted run would have read."""
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled, full batches of one epoch (drop_last, as the original's loaders)."""
+    generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+    order = torch.randperm(num_items, generator=generator).tolist()
+    return [order[k:k + batch_size] for k in range(0, num_items - batch_size + 1, batch_size)]
+
+
+def steps_per_epoch(num_items: int, batch_size: int) -> int:
+    if num_items < batch_size:
+        raise ValueError(f"the dataset has {num_items} items, fewer than one batch of {batch_size}")
+    return num_items // batch_size
+
+
+def step_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int, collate,
+                 num_workers: int = 0) -> Iterator[dict]:
+    """Yield collated batches for steps start_step, start_step + 1, ... forever."""
+    per_epoch = steps_per_epoch(len(dataset), batch_size)
+    epoch, offset = divmod(start_step, per_epoch)
+    while True:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        batches = epoch_batches(len(dataset), batch_size, seed, epoch)[offset:]
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
+        yield from loader
+        epoch, offset = epoch + 1, 0

@@ -1,0 +1,145 @@
+"""Pieces shared by the DAMSM and GAN trainers: builders from the config, the step loop with
+logging, finite-loss checks and checkpoints."""
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from attnfast.engine import amp as amp_lib
+from attnfast.engine import checkpoint as ckpt
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or inf; the run stops before the weights are touched."""
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    return device
+
+
+def stage_resolutions(config: dict) -> tuple[int, ...]:
+    """Image sizes of the generator's stages: 64, 128, 256 for branch_num 1..3."""
+    branches = int(config["model"]["branch_num"])
+    if not 1 <= branches <= 3:
+        raise ValueError(f"model.branch_num must be 1, 2 or 3, got {branches}")
+    return tuple(64 * 2 ** i for i in range(branches))
+
+
+def build_dataset(config: dict, split: str, resolutions: tuple[int, ...]):
+    from attnfast.data import ShapesDataset
+    data = config["dataset"]
+    if data["name"] != "shapes":
+        raise ValueError(f"dataset.name {data['name']!r} is not supported by this trainer (shapes)")
+    size = data["train_size"] if split == "train" else data["test_size"]
+    return ShapesDataset(size, resolution=max(resolutions), seed=data["seed"],
+                         captions_per_image=data["captions_per_image"], words_num=data["words_num"],
+                         split=split, multi_res=resolutions)
+
+
+def build_vocabulary(config: dict):
+    from attnfast.data import shapes_vocabulary
+    return shapes_vocabulary()
+
+
+def build_text_encoder(config: dict, vocab_size: int):
+    from attnfast.models import RNN_ENCODER
+    model = config["model"]
+    return RNN_ENCODER(vocab_size, ninput=model["word_dim"], drop_prob=model["rnn_dropout"],
+                       nhidden=model["embedding_dim"], rnn_type=model["rnn_type"],
+                       n_steps=config["dataset"]["words_num"])
+
+
+def build_image_encoder(config: dict):
+    from attnfast.models import image_encoder
+    model = config["model"]
+    return image_encoder(model["image_encoder"], nef=model["embedding_dim"],
+                         weights_path=model["inception_weights"])
+
+
+def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int):
+    """words (B, E, words_num) padded to the fixed length, sentence (B, E)."""
+    hidden = text_encoder.init_hidden(captions.shape[0])
+    return text_encoder(captions, cap_lens, hidden, total_length=words_num)
+
+
+def check_finite(losses: dict, step: int) -> None:
+    """Raise :class:`NonFiniteLoss` naming the first non-finite loss (one host sync per call)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    for name, value in losses.items():
+        if not torch.isfinite(value.detach()).all():
+            raise NonFiniteLoss(f"loss {name!r} is {float(value)} at step {step}; stopping. The last "
+                                f"good checkpoint is kept.")
+
+
+class JsonLog:
+    """Losses and metrics as JSON lines, appended (a resumed run continues the same file)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+
+class StepLoop:
+    """The loop both trainers share: batches by step, finite checks, logs, checkpoints, samples.
+
+    A trainer provides ``kind``, ``config``, ``out_dir``, ``step``, ``train_step(batch) -> dict of
+    loss tensors`` (checked before its optimiser steps), ``state_dict()`` and ``on_sample(step)``.
+    """
+
+    kind = "base"
+
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / f"{self.kind}.pt"
+
+    def save(self) -> Path:
+        state = self.state_dict()
+        state.update({"format": "attnfast", "kind": self.kind, "step": self.step,
+                      "config": self.config, "rng": ckpt.rng_state()})
+        return ckpt.save_atomic(state, self.checkpoint_path())
+
+    def run(self, batches, total_steps: int, progress: bool = True) -> dict:
+        train = self.config["train"]
+        log = JsonLog(self.out_dir / f"{self.kind}_log.jsonl")
+        last: dict = {}
+        started, first_step = time.perf_counter(), self.step
+        bar = tqdm(total=total_steps, initial=self.step, desc=self.kind, disable=not progress,
+                   dynamic_ncols=True)
+        while self.step < total_steps:
+            batch = next(batches)
+            losses = self.train_step(batch)
+            self.step += 1
+            bar.update(1)
+            if self.step % train["log_every"] == 0 or self.step == total_steps:
+                last = {k: float(v) for k, v in losses.items()}
+                rate = (self.step - first_step) / max(time.perf_counter() - started, 1e-9)
+                log.write({"step": self.step, **last, "steps_per_s": rate, "time": time.time()})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:4]})
+            if self.step % train["checkpoint_every"] == 0 or self.step == total_steps:
+                self.save()
+            if self.step % train["sample_every"] == 0 or self.step == total_steps:
+                self.on_sample(self.step)
+        bar.close()
+        elapsed = time.perf_counter() - started
+        return {"steps": self.step - first_step, "seconds": elapsed,
+                "steps_per_s": (self.step - first_step) / max(elapsed, 1e-9), "last_losses": last}
+
+    def on_sample(self, step: int) -> None:
+        pass
+
+
+def make_scaler_and_autocast(amp_mode: str, device: torch.device):
+    amp_lib.amp_dtype(amp_mode)
+    return amp_lib.grad_scaler(amp_mode, device), (lambda: amp_lib.autocast(amp_mode, device))
