@@ -59,8 +59,10 @@ def build_text_encoder(config: dict, vocab_size: int):
 def build_image_encoder(config: dict):
     from attnfast.models import image_encoder
     model = config["model"]
-    return image_encoder(model["image_encoder"], nef=model["embedding_dim"],
-                         weights_path=model["inception_weights"])
+    kind = model["image_encoder"]
+    if kind == "inception":
+        return image_encoder(kind, nef=model["embedding_dim"], weights_path=model["inception_weights"])
+    return image_encoder(kind, nef=model["embedding_dim"])
 
 
 def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int):

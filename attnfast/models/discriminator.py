@@ -1,0 +1,155 @@
+"""AttnGAN's discriminators (``D_NET64/128/256`` and their blocks in the original code/model.py).
+
+Each D maps an image to a (B, ndf*8, 4, 4) code; ``UNCOND_DNET`` / ``COND_DNET`` turn a code
+(and, for the conditional one, the sentence embedding) into one score per image.
+"""
+import torch
+from torch import nn
+
+from attnfast.ops import conv3x3
+from . import _checks as check
+
+
+def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
+    """conv3x3 -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H, W)."""
+    return nn.Sequential(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes),
+                         nn.LeakyReLU(0.2, inplace=True))
+
+
+def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
+    """4x4 stride-2 conv -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H/2, W/2)."""
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
+                         nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
+
+
+def encode_image_by_16times(ndf: int) -> nn.Sequential:
+    """(B, 3, S, S) -> (B, ndf*8, S/16, S/16): four stride-2 convs, BN on all but the first."""
+    return nn.Sequential(
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False),                           # (B, ndf, S/2, S/2)
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),                     # (B, 2ndf, S/4, S/4)
+        nn.BatchNorm2d(ndf * 2),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),                 # (B, 4ndf, S/8, S/8)
+        nn.BatchNorm2d(ndf * 4),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),                 # (B, 8ndf, S/16, S/16)
+        nn.BatchNorm2d(ndf * 8),
+        nn.LeakyReLU(0.2, inplace=True))
+
+
+class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
+    """Score head: (B, ndf*8, 4, 4) [+ sentence (B, nef)] -> (B,).
+
+    Returns sigmoid probabilities as the original by default; ``logits=True`` returns the
+    pre-sigmoid scores for ``binary_cross_entropy_with_logits`` (see reference/gan_losses.py).
+    """
+
+    def __init__(self, ndf: int, nef: int, bcondition: bool = False):
+        super().__init__()
+        self.df_dim = ndf
+        self.ef_dim = nef
+        self.bcondition = bcondition
+        if bcondition:
+            self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+
+    def forward(self, h_code, c_code=None, logits: bool = False):
+        """h_code (B, ndf*8, 4, 4), c_code (B, nef) or None -> (B,) probabilities or logits."""
+        check.tensor("h_code", h_code, 4, f"(B, ndf*8={self.df_dim * 8}, 4, 4)", floating=True)
+        check.size("h_code", h_code, 1, self.df_dim * 8, f"(B, {self.df_dim * 8}, 4, 4)", "ndf*8")
+        if self.bcondition and c_code is not None:
+            check.tensor("c_code", c_code, 2, f"(B, nef={self.ef_dim})", floating=True)
+            check.size("c_code", c_code, 1, self.ef_dim, f"(B, {self.ef_dim})", "nef")
+            c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)  # (B, nef, 4, 4)
+            h_c_code = torch.cat((h_code, c_code), 1)                     # (B, ndf*8 + nef, 4, 4)
+            h_c_code = self.jointConv(h_c_code)                           # (B, ndf*8, 4, 4)
+        else:
+            h_c_code = h_code
+        out = self.outlogits[0](h_c_code)                                 # (B, 1, 1, 1)
+        if not logits:
+            out = self.outlogits[1](out)
+        return out.view(-1)                                               # (B,)
+
+
+class _DNet(nn.Module):
+    """Shared heads of the per-resolution discriminators."""
+
+    resolution = 0
+
+    def _heads(self, ndf: int, nef: int, b_jcu: bool):
+        self.ndf, self.nef = ndf, nef
+        self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
+        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
+
+    def _image(self, x_var):
+        size = self.resolution
+        check.tensor("x_var", x_var, 4, f"(B, 3, {size}, {size})", floating=True)
+        if tuple(x_var.shape[1:]) != (3, size, size):
+            raise ValueError(f"x_var must have shape (B, 3, {size}, {size}) for "
+                             f"{type(self).__name__}, got {check.describe(x_var)}")
+        return x_var
+
+
+class D_NET64(_DNet):  # noqa: N801 - the original's name
+    """64x64 images -> (B, ndf*8, 4, 4)."""
+
+    resolution = 64
+
+    def __init__(self, ndf: int = 64, nef: int = 256, b_jcu: bool = True):
+        super().__init__()
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self._heads(ndf, nef, b_jcu)
+
+    def forward(self, x_var):
+        return self.img_code_s16(self._image(x_var))                     # (B, 8ndf, 4, 4)
+
+
+class D_NET128(_DNet):  # noqa: N801 - the original's name
+    """128x128 images -> (B, ndf*8, 4, 4)."""
+
+    resolution = 128
+
+    def __init__(self, ndf: int = 64, nef: int = 256, b_jcu: bool = True):
+        super().__init__()
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self.img_code_s32 = downBlock(ndf * 8, ndf * 16)
+        self.img_code_s32_1 = Block3x3_leakRelu(ndf * 16, ndf * 8)
+        self._heads(ndf, nef, b_jcu)
+
+    def forward(self, x_var):
+        x_code8 = self.img_code_s16(self._image(x_var))                  # (B, 8ndf, 8, 8)
+        x_code4 = self.img_code_s32(x_code8)                              # (B, 16ndf, 4, 4)
+        return self.img_code_s32_1(x_code4)                               # (B, 8ndf, 4, 4)
+
+
+class D_NET256(_DNet):  # noqa: N801 - the original's name
+    """256x256 images -> (B, ndf*8, 4, 4)."""
+
+    resolution = 256
+
+    def __init__(self, ndf: int = 64, nef: int = 256, b_jcu: bool = True):
+        super().__init__()
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self.img_code_s32 = downBlock(ndf * 8, ndf * 16)
+        self.img_code_s64 = downBlock(ndf * 16, ndf * 32)
+        self.img_code_s64_1 = Block3x3_leakRelu(ndf * 32, ndf * 16)
+        self.img_code_s64_2 = Block3x3_leakRelu(ndf * 16, ndf * 8)
+        self._heads(ndf, nef, b_jcu)
+
+    def forward(self, x_var):
+        x_code16 = self.img_code_s16(self._image(x_var))                 # (B, 8ndf, 16, 16)
+        x_code8 = self.img_code_s32(x_code16)                             # (B, 16ndf, 8, 8)
+        x_code4 = self.img_code_s64(x_code8)                              # (B, 32ndf, 4, 4)
+        x_code4 = self.img_code_s64_1(x_code4)                            # (B, 16ndf, 4, 4)
+        return self.img_code_s64_2(x_code4)                               # (B, 8ndf, 4, 4)
+
+
+D_NETS = {64: D_NET64, 128: D_NET128, 256: D_NET256}
+
+
+def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True) -> _DNet:  # noqa: N802
+    """The discriminator for ``resolution`` (64, 128 or 256)."""
+    if resolution not in D_NETS:
+        raise ValueError(f"resolution must be one of {sorted(D_NETS)}, got {resolution}")
+    return D_NETS[resolution](ndf, nef, b_jcu)

@@ -1,0 +1,288 @@
+"""The shapes dataset, its vocabulary and grids (CPU, a few seconds)."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnfast.data import (
+    COLOURS, MAX_CAPTION_WORDS, NUM_CLASSES, Scene, ShapeObject, ShapesDataset, Vocabulary,
+    collate_shapes, make_captions, object_mask_for_word, pad_captions, parse_background,
+    parse_caption, render_scene, sample_scene, save_image_grid, shapes_vocabulary, tokenize,
+)
+from attnfast.data.shapes import BACKGROUNDS, _PREPS, _STYLES
+
+
+def _key(objs):
+    return sorted(objs, key=lambda o: o["position"])
+
+
+# ---------------------------------------------------------------- vocabulary
+
+def test_tokenize_matches_attngan():
+    assert tokenize("A Small, RED circle -- top-left!") == ["a", "small", "red", "circle", "top", "left"]
+
+
+def test_vocab_roundtrip_and_build():
+    v = Vocabulary.build(["a red circle", "A blue circle.", "rare"], min_count=1)
+    assert v.ixtoword[0] == "<end>" and v.wordtoix["<end>"] == 0
+    assert v.ixtoword[1:] == ["a", "red", "circle", "blue", "rare"]
+    assert len(Vocabulary.build(["a red circle", "a blue circle"], min_count=2)) == 3
+    d = v.to_dict()
+    json.dumps(d)  # plain types only
+    assert Vocabulary.from_dict(d) == v
+    ids = v.encode("a red circle")
+    assert ids == [1, 2, 3] and v.decode(ids + [0, 0]) == "a red circle"
+    assert v.encode("a red circle", max_len=2) == [1, 2]
+    assert v.decode(torch.tensor(ids)) == "a red circle"
+
+
+def test_vocab_survives_weights_only_load(tmp_path):
+    v = shapes_vocabulary()
+    torch.save({"vocab": v.to_dict(), "w": torch.zeros(2)}, tmp_path / "ck.pt")
+    loaded = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert Vocabulary.from_dict(loaded["vocab"]) == v
+
+
+def test_encode_unknown_word_is_named():
+    v = Vocabulary(["red", "circle"])
+    with pytest.raises(ValueError, match="'hexagon'.*'red hexagon'"):
+        v.encode("red hexagon")
+    assert v.encode("red hexagon circle", unknown="skip") == [1, 2]
+    with pytest.raises(ValueError):
+        Vocabulary(["red", "red"])
+
+
+def test_pad_captions():
+    caps, lens = pad_captions([[3, 4], [5, 6, 7, 8], [9]], max_len=3)
+    assert caps.dtype == torch.long and lens.dtype == torch.long
+    assert caps.tolist() == [[3, 4, 0], [5, 6, 7], [9, 0, 0]]
+    assert lens.tolist() == [2, 3, 1]
+    caps, lens, order = pad_captions([[3, 4], [5, 6, 7, 8], [9]], max_len=3, sort=True)
+    assert order.tolist() == [1, 0, 2] and lens.tolist() == [3, 2, 1]
+    rng = np.random.default_rng(0)
+    long_cap = list(range(1, 31))
+    caps, lens = pad_captions([long_cap], max_len=10, random_drop=rng)
+    kept = caps[0].tolist()
+    assert lens.item() == 10 and kept == sorted(kept) and set(kept) <= set(long_cap)
+    with pytest.raises(ValueError, match="empty"):
+        pad_captions([[1], []], max_len=4)
+    with pytest.raises(ValueError, match="padding"):
+        pad_captions([[1, 0, 2]], max_len=4)
+
+
+# ---------------------------------------------------------------- captions and ground truth
+
+def test_captions_agree_with_ground_truth_and_fit():
+    vocab = shapes_vocabulary()
+    rng = np.random.default_rng(1234)
+    n_objects_seen = set()
+    for _ in range(200):
+        scene = sample_scene(rng)
+        truth = _key([o.as_dict() for o in scene.objects])
+        n_objects_seen.add(len(scene.objects))
+        cells = [o.cell for o in scene.objects]
+        assert len(set(cells)) == len(cells)
+        for cap in make_captions(scene, rng, 5):
+            assert len(tokenize(cap)) <= MAX_CAPTION_WORDS, cap
+            assert 0 not in vocab.encode(cap)  # raises on any unknown word
+            assert _key(parse_caption(cap)) == truth, cap
+            bg = parse_background(cap)
+            assert bg is None or bg == scene.background
+    assert n_objects_seen == {1, 2, 3}
+
+
+def test_every_style_parses():
+    """Force each style (and both preposition choices) through the parser."""
+    scene = Scene("gray", [ShapeObject("star", "orange", "large", (0, 0)),
+                           ShapeObject("cross", "white", "small", (1, 2))])
+    rng = np.random.default_rng(0)
+    seen_styles = set()
+    for _ in range(300):
+        cap = make_captions(scene, rng, 1)[0]
+        toks = tokenize(cap)
+        seen_styles.add("front" if toks[0] in ("in", "at", "on") or toks[2] in ("in", "at", "on")
+                        else "full" if "the" in toks else "compact")
+        assert _key(parse_caption(cap)) == _key([o.as_dict() for o in scene.objects]), cap
+    assert seen_styles == set(_STYLES)
+    assert parse_caption("in the top left an orange large star") == [
+        {"shape": "star", "colour": "orange", "size": "large", "position": "top left"}]
+    for bad in ("a red circle", "a small red circle", "nothing here", "small red red circle top"):
+        with pytest.raises(ValueError):
+            parse_caption(bad)
+
+
+def test_vocabulary_is_closed_and_built_from_word_lists():
+    v = shapes_vocabulary()
+    for w in list(COLOURS) + list(BACKGROUNDS) + ["circle", "cross", "small", "large", "center"]:
+        assert w in v
+    for ps in _PREPS.values():
+        assert all(p in v for p in ps)
+    assert len(v) < 60
+
+
+# ---------------------------------------------------------------- dataset
+
+def test_determinism_and_splits():
+    a = ShapesDataset(8, seed=5)
+    b = ShapesDataset(8, seed=5)
+    for i in (7, 0, 3):  # order does not matter
+        x, y = a[i], b[i]
+        assert torch.equal(x["images"][0], y["images"][0])
+        assert torch.equal(x["caption"], y["caption"]) and x["caption_text"] == y["caption_text"]
+        assert a.all_captions(i) == b.all_captions(i)
+    other_seed = ShapesDataset(8, seed=6)
+    test_split = ShapesDataset(8, seed=5, split="test")
+    differs = lambda d: any(not torch.equal(a[i]["images"][0], d[i]["images"][0]) for i in range(8))
+    assert differs(other_seed) and differs(test_split)
+
+
+def test_caption_choice_by_epoch_and_split():
+    tr = ShapesDataset(30, seed=0)
+    e0 = [tr[i]["caption_index"] for i in range(30)]
+    assert e0 == [tr[i]["caption_index"] for i in range(30)]
+    tr.set_epoch(1)
+    e1 = [tr[i]["caption_index"] for i in range(30)]
+    assert e0 != e1 and len(set(e0)) > 1
+    assert tr.all_captions(4) == ShapesDataset(30, seed=0).all_captions(4)  # texts fixed
+    te = ShapesDataset(30, seed=0, split="test")
+    assert all(te[i]["caption_index"] == 0 for i in range(10))
+    fixed = ShapesDataset(30, seed=0, caption_index=3)
+    item = fixed[2]
+    assert item["caption_index"] == 3 and item["caption_text"] == fixed.all_captions(2)[3]
+
+
+def test_item_contents():
+    ds = ShapesDataset(4, seed=1, words_num=18)
+    vocab = shapes_vocabulary()
+    for i in range(4):
+        it = ds[i]
+        cap, n = it["caption"], it["cap_len"]
+        assert cap.shape == (18,) and cap.dtype == torch.long
+        assert 1 <= n <= 18 and (cap[:n] > 0).all() and (cap[n:] == 0).all()
+        assert vocab.decode(cap) == " ".join(tokenize(it["caption_text"]))
+        assert 0 <= it["class_id"] < NUM_CLASSES and it["index"] == i
+    assert ds[-1]["index"] == 3
+    with pytest.raises(IndexError):
+        ds[4]
+    short = ShapesDataset(4, seed=1, words_num=5)
+    assert short[0]["caption"].shape == (5,) and short[0]["cap_len"] <= 5
+
+
+def test_class_id():
+    s1 = Scene("gray", [ShapeObject("star", "red", "large", (0, 0)),
+                        ShapeObject("circle", "blue", "small", (1, 1))])
+    s2 = Scene("navy", [ShapeObject("circle", "blue", "large", (2, 2)),
+                        ShapeObject("star", "red", "small", (0, 1))])
+    s3 = Scene("gray", [ShapeObject("star", "red", "large", (0, 0))])
+    assert s1.class_id == s2.class_id != s3.class_id
+    rng = np.random.default_rng(0)
+    ids = {sample_scene(rng).class_id for _ in range(300)}
+    assert all(0 <= c < NUM_CLASSES for c in ids) and len(ids) > 200
+
+
+@pytest.mark.parametrize("res", [64, 128, 256, 50])
+def test_resolutions_and_range(res):
+    ds = ShapesDataset(2, resolution=res, seed=2)
+    img = ds[0]["images"][0]
+    assert img.shape == (3, res, res) and img.dtype == torch.float32
+    assert img.min() >= -1 and img.max() <= 1
+    scene = ds.get_scene(0)
+    assert all(o.mask.shape == (res, res) for o in scene.objects)
+
+
+def test_multi_res_downsamples_consistently():
+    ds = ShapesDataset(2, multi_res=(64, 128, 256), seed=3)
+    assert ds.resolution == 256
+    imgs = ds[1]["images"]
+    assert [tuple(x.shape) for x in imgs] == [(3, 64, 64), (3, 128, 128), (3, 256, 256)]
+    pooled = torch.nn.functional.avg_pool2d(imgs[2][None], 4)[0]
+    torch.testing.assert_close(imgs[0], pooled, atol=1e-5, rtol=0)
+    odd = ShapesDataset(2, multi_res=(48, 64), seed=3)[0]["images"]
+    assert [x.shape[-1] for x in odd] == [48, 64]
+    with pytest.raises(ValueError):
+        ShapesDataset(2, resolution=128, multi_res=(64, 256))
+
+
+@pytest.mark.parametrize("res", [64, 256])
+def test_masks_colours_and_no_overlap(res):
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(20):
+        scene = sample_scene(rng, res)
+        bg = np.array(BACKGROUNDS[scene.background], np.uint8)
+        hard = render_scene(scene, antialias=False)
+        soft = render_scene(scene, antialias=True)
+        union = np.zeros((res, res), int)
+        for o in scene.objects:
+            colour = np.array(COLOURS[o.colour], np.uint8)
+            assert np.linalg.norm(colour.astype(float) - bg) >= 80
+            m = o.mask
+            assert m.sum() > 0
+            union += m
+            assert (hard[m] == colour).all()
+            # interior pixels (the whole 5x5 neighbourhood in the mask) stay pure colour with
+            # anti-aliasing; everything else in the cell lies between background and colour
+            interior = np.zeros_like(m)
+            win = np.lib.stride_tricks.sliding_window_view(m, (5, 5))
+            interior[2:-2, 2:-2] = win.all(axis=(2, 3))
+            checked += int(interior.sum())
+            assert (soft[interior] == colour).all()
+            lo, hi = np.minimum(colour, bg), np.maximum(colour, bg)
+            assert ((soft[m] >= lo) & (soft[m] <= hi)).all()
+            x0, y0, x1, y1 = o.bbox
+            assert m[y0:y1, x0:x1].sum() == m.sum()
+        assert union.max() <= 1
+        assert (hard[union == 0] == bg).all()
+    assert checked > 100
+
+
+def test_object_mask_for_word():
+    scene = Scene("gray", [ShapeObject("star", "red", "large", (0, 0)),
+                           ShapeObject("circle", "red", "small", (1, 1)),
+                           ShapeObject("star", "blue", "small", (2, 2))])
+    a, b, c = (o.mask for o in scene.objects)
+    assert (object_mask_for_word(scene, "red") == (a | b)).all()
+    assert (object_mask_for_word(scene, "Star") == (a | c)).all()
+    assert not object_mask_for_word(scene, "the").any()
+    assert object_mask_for_word(scene, "circle", resolution=128).shape == (128, 128)
+
+
+def test_collate_and_dataloader():
+    ds = ShapesDataset(6, multi_res=(64, 128), seed=0)
+    batch = collate_shapes([ds[i] for i in range(6)])
+    assert [tuple(x.shape) for x in batch["images"]] == [(6, 3, 64, 64), (6, 3, 128, 128)]
+    assert batch["captions"].shape == (6, 18) and batch["captions"].dtype == torch.long
+    for k in ("cap_lens", "class_ids", "indices", "caption_indices"):
+        assert batch[k].shape == (6,) and batch[k].dtype == torch.long
+    assert batch["indices"].tolist() == list(range(6)) and len(batch["keys"]) == 6
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_shapes)
+    first = next(iter(loader))
+    assert torch.equal(first["images"][1], batch["images"][1][:3])
+
+
+def test_throughput_64():
+    ds = ShapesDataset(100000, resolution=64, seed=0)
+    ds[0]  # build the coverage tables
+    n, t0 = 400, time.perf_counter()
+    for i in range(n):
+        ds[i]
+    rate = n / (time.perf_counter() - t0)
+    print(f"shapes 64x64: {rate:.0f} images/s (one process)")
+    assert rate >= 500
+
+
+def test_grid_png(tmp_path):
+    ds = ShapesDataset(5, resolution=64, seed=0)
+    batch = collate_shapes([ds[i] for i in range(5)])
+    path = tmp_path / "sub" / "grid.png"
+    save_image_grid(batch["images"][0], path, ncol=3, captions=batch["caption_texts"])
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+        assert im.size[0] >= 3 * 64 and im.size[1] > 2 * 64
+    save_image_grid(batch["images"][0], path, ncol=8)  # overwrite, no captions
+    with Image.open(path) as im:
+        assert im.size == (5 * 66 + 2, 66 + 2)
+    assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temp files left
