@@ -28,6 +28,10 @@ def step_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int, 
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         batches = epoch_batches(len(dataset), batch_size, seed, epoch)[offset:]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
+        # The loader's own generator: creating an iterator must not draw from the global RNG,
+        # or a resumed run (which creates one mid-epoch) would shift the training noise.
+        own_rng = torch.Generator().manual_seed(seed * 100003 + epoch + 1)
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                            num_workers=num_workers, generator=own_rng)
         yield from loader
         epoch, offset = epoch + 1, 0

@@ -78,7 +78,7 @@ def check_finite(losses: dict, step: int) -> None:
         return
     for name, value in losses.items():
         if not torch.isfinite(value.detach()).all():
-            raise NonFiniteLoss(f"loss {name!r} is {float(value)} at step {step}; stopping. The last "
+            raise NonFiniteLoss(f"loss {name!r} is {float(value.detach())} at step {step}; stopping. The last "
                                 f"good checkpoint is kept.")
 
 
