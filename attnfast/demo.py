@@ -51,12 +51,9 @@ def main(argv=None) -> int:
     samples = sample(gan["checkpoint"], DEMO_CAPTIONS, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
     report = {"damsm": damsm, "gan": gan, "samples": samples}
-    try:
-        from attnfast.eval import evaluate_checkpoint
-    except ImportError:
-        evaluate_checkpoint = None
-    if evaluate_checkpoint is not None:
-        report["eval"] = evaluate_checkpoint(gan["checkpoint"], out / "eval.json", device=device)
+    from attnfast.metrics.shapes_eval import evaluate_checkpoint
+    report["eval"] = evaluate_checkpoint(gan["checkpoint"], out / "eval.json", device=device)
+    print(json.dumps(report["eval"], indent=2))
     report["seconds"] = time.perf_counter() - started
     (out / "demo_report.json").write_text(json.dumps(report, indent=2))
     print("\n== files ==")
@@ -64,8 +61,7 @@ def main(argv=None) -> int:
     print(f"training logs:    {out / 'damsm_log.jsonl'}, {out / 'gan_log.jsonl'}")
     print(f"progress grids:   {out / 'samples'}/step_*.png")
     print(f"samples:          {samples['out']}/*.png (attention figures: *_attention.png)")
-    if "eval" in report:
-        print(f"evaluation:       {out / 'eval.json'}")
+    print(f"evaluation:       {out / 'eval.json'}")
     print(f"report:           {out / 'demo_report.json'}  ({report['seconds']:.0f} s in all)")
     return 0
 
