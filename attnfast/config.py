@@ -32,6 +32,7 @@ DEFAULTS: dict = {
         "branch_num": 2,           # cfg.TREE.BRANCH_NUM (stages: 64, 128, 256)
         "b_jcu": True,             # unconditional D heads as well (cfg.GAN.B_DCGAN false)
         "image_encoder": "small",  # small | inception
+        "small_encoder_width": 64, # base width (ndf) of the small image encoder
         "inception_weights": None, # local path to torchvision's inception_v3 ImageNet weights
         "mask_mode": "correct",    # correct | attngan
     },

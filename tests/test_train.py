@@ -36,11 +36,10 @@ def _params(model):
 def test_damsm_steps_lower_the_losses_on_a_fixed_batch(tmp_path):
     trainer = DAMSMTrainer(tiny_config("damsm.lr=0.002"), tmp_path, torch.device("cpu"))
     batch = next(trainer.batches())
-    first = trainer.train_step(batch)
-    for _ in range(12):
-        last = trainer.train_step(batch)
-    for name in first:
-        assert last[name] < first[name], (name, float(first[name]), float(last[name]))
+    history = [trainer.train_step(batch) for _ in range(20)]
+    for name in history[0]:
+        first, last = float(history[0][name]), sum(float(h[name]) for h in history[-3:]) / 3
+        assert last < 0.9 * first, (name, first, last)
 
 
 def test_gan_steps_lower_the_losses_on_a_fixed_batch(tmp_path, damsm_checkpoint):

@@ -11,7 +11,8 @@ BACKENDS.register("reference", lambda: reference.word_region_attention)
 
 
 def _load_triton():
-    from attnfast.kernels.attention import word_region_attention_triton
+    # The kernels behind torch.library custom ops (compile / CUDA-graph friendly, differentiable).
+    from ._attention_custom_op import word_region_attention_triton
     return word_region_attention_triton
 
 

@@ -62,7 +62,7 @@ def build_image_encoder(config: dict):
     kind = model["image_encoder"]
     if kind == "inception":
         return image_encoder(kind, nef=model["embedding_dim"], weights_path=model["inception_weights"])
-    return image_encoder(kind, nef=model["embedding_dim"])
+    return image_encoder(kind, nef=model["embedding_dim"], ndf=model["small_encoder_width"])
 
 
 def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int):

@@ -20,15 +20,23 @@ from .batches import step_batches
 
 
 class ParameterEMA:
-    """Exponential moving average of a model's parameters (buffers copied as they are)."""
+    """Exponential moving average of a model's parameters (buffers copied as they are).
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)) over the t updates so far, so that a short
+    run's average is not dominated by the initial weights; after a few thousand steps it is the
+    original's constant 0.999.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - self.decay)
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - decay)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
 
@@ -94,6 +102,7 @@ class GANTrainer(common.StepLoop):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"netG": self.netG.state_dict(), "netG_ema": self.ema.model.state_dict(),
+                "ema_updates": self.ema.updates,
                 "netsD": [d.state_dict() for d in self.netsD],
                 "optimizerG": self.optimizerG.state_dict(),
                 "optimizersD": [o.state_dict() for o in self.optimizersD],
@@ -105,6 +114,7 @@ class GANTrainer(common.StepLoop):
     def load_state_dict(self, state: dict) -> None:
         self.netG.load_state_dict(state["netG"])
         self.ema.model.load_state_dict(state["netG_ema"])
+        self.ema.updates = int(state["ema_updates"])
         for d, s in zip(self.netsD, state["netsD"], strict=True):
             d.load_state_dict(s)
         self.optimizerG.load_state_dict(state["optimizerG"])

@@ -1,0 +1,166 @@
+"""Shared helpers of the benches (DESIGN.md §7): device description, timing, device limits, results.
+
+API (everything a bench needs, nothing more):
+
+    device_info(device) -> dict            device name and kind, torch/triton/python versions, date,
+                                           git commit
+    device_kind(device) -> str             "cpu" or a slug of the GPU name, used in result file names
+    time_fn(fn, device, warmup=, reps=)    median seconds of one call of ``fn()`` over ``reps`` timed calls
+    copy_bandwidth(device) -> bytes/s      a large same-device copy, counting read + write bytes
+    matmul_rate(device, dtype) -> flop/s   a large square matmul (bf16 on CUDA, fp32 on CPU usually)
+    peak_memory(fn, device) -> int | None  bytes allocated at the peak of ``fn()`` above what was live
+                                           before (CUDA); None on CPU (not tracked by torch)
+    write_results(name, rows, meta, results_dir=None) -> path   JSON to bench/results/<name>_<kind>.json
+    print_table(rows, columns)             aligned text table on stdout
+
+Timing: on CUDA ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, median);
+on CPU ``time.perf_counter`` around each call, median over the repetitions after warm-up.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from typing import Callable, Sequence
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _git_commit() -> str:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_name()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+
+
+def device_kind(device: torch.device) -> str:
+    """"cpu", or the GPU name as a file-name slug (e.g. "nvidia-h100-80gb-hbm3")."""
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def device_info(device: torch.device) -> dict:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = None
+    return {
+        "device": device_name(device),
+        "device_kind": device_kind(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, reps: int = 10,
+            cuda_warmup_ms: float = 25, cuda_rep_ms: float = 200) -> float:
+    """Median seconds of one ``fn()``. CUDA: do_bench over ``cuda_rep_ms`` of repetitions."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        return do_bench(fn, warmup=cuda_warmup_ms, rep=cuda_rep_ms, return_mode="median") * 1e-3
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int | None = None) -> float:
+    """Bytes per second of ``dst.copy_(src)`` on ``device``, counting the read and the write."""
+    nbytes = nbytes or (1 << 30 if device.type == "cuda" else 256 << 20)
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = time_fn(lambda: dst.copy_(src), device, warmup=3, reps=10)
+    return 2 * src.numel() * 4 / seconds
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None) -> float:
+    """FLOP per second of a (size x size) @ (size x size) matmul in ``dtype``."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    seconds = time_fn(lambda: a @ b, device, warmup=2, reps=5)
+    return 2 * size ** 3 / seconds
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes allocated by ``fn()`` above what was allocated before it (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    _sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = fn()
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del result
+    return peak
+
+
+def write_results(name: str, rows: Sequence[dict], meta: dict, results_dir: str | None = None) -> str:
+    """Write {"meta": meta, "rows": rows} to <results_dir>/<name>_<meta["device_kind"]>.json."""
+    results_dir = results_dir or RESULTS_DIR
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, f"{name}_{meta['device_kind']}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"meta": meta, "rows": list(rows)}, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
+    """Print ``rows`` as a table; columns are (key, header, format spec); missing values print "-"."""
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None:
+            return "-"
+        return format(value, fmt) if fmt and not isinstance(value, str) else str(value)
+
+    cells = [[cell(r, k, f) for k, _, f in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
