@@ -218,15 +218,15 @@ def test_dropin_matches_original(device, mode, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_limits_and_dtypes_raise_before_launch(device):
-    h, words, _ = _inputs((1, 257, 2, 2, 4), torch.float32, device)
-    with pytest.raises(ValueError, match=r"C <= 256"):
-        _triton(h, words, None)
-    h, words, _ = _inputs((1, 16, 2, 2, 65), torch.float32, device)
-    with pytest.raises(ValueError, match=r"T <= 64"):
-        _triton(h, words, None)
-    h, words, _ = _inputs((1, 16, 2, 2, 4), torch.float64, device)
-    with pytest.raises(TypeError, match=r"float32, bfloat16 or float16"):
-        _triton(h, words, None)
+    """An explicit backend="triton" refuses with the kernel's reason; "auto" falls back."""
+    cases = [((1, 257, 2, 2, 4), torch.float32, r"C <= 256"), ((1, 16, 2, 2, 65), torch.float32, r"T <= 64"),
+             ((1, 16, 2, 2, 4), torch.float64, r"float32, bfloat16 or float16")]
+    for shape, dtype, pattern in cases:
+        h, words, _ = _inputs(shape, dtype, device)
+        with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run here: .*" + pattern):
+            _triton(h, words, None)
+        expected = reference.word_region_attention(h, words)
+        assert torch.allclose(ops.word_region_attention(h, words, backend="auto"), expected)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -159,3 +159,13 @@ def test_block_drop_ins_match_original_modules():
     got.load_state_dict(res.state_dict())
     assert_close(got(y), manual)
     assert torch.equal(ops.GLU()(torch.arange(4.0).view(1, 4)), R.glu(torch.arange(4.0).view(1, 4)))
+
+
+def test_auto_passes_over_a_backend_that_refuses_the_inputs():
+    table = _dispatch.OpBackends("demo")
+    table.register("reference", lambda: (lambda x: "reference"))
+    table.register("cpu", lambda: (lambda x: "cpu"), accepts=lambda x: "too big" if x > 3 else None)
+    assert table.pick("auto", torch.device("cpu"), (2,))[0] == "cpu"
+    assert table.pick("auto", torch.device("cpu"), (5,))[0] == "reference"
+    with pytest.raises(RuntimeError, match="backend 'cpu' cannot run here: too big"):
+        table.pick("cpu", torch.device("cpu"), (5,))

@@ -56,12 +56,18 @@ class OpBackends:
         self.op_name = op_name
         self._table: dict[str, tuple[Callable[[], Callable], Callable[[torch.device], tuple[bool, str]]]] = {}
         self._loaded: dict[str, Callable] = {}
+        self._accepts: dict[str, Callable[..., str | None] | None] = {}
 
     def register(self, backend: str, loader: Callable[[], Callable],
-                 available: Callable[[torch.device], tuple[bool, str]] = lambda d: (True, "")):
+                 available: Callable[[torch.device], tuple[bool, str]] = lambda d: (True, ""),
+                 accepts: Callable[..., str | None] | None = None):
+        """``available(device) -> (ok, why)`` says whether the backend runs on a device at all;
+        ``accepts(*inputs) -> None | why`` whether it takes these particular inputs (dtype, sizes):
+        ``auto`` passes over a backend that refuses them, an explicit request raises ``why``."""
         if backend not in BACKENDS or backend == "auto":
             raise ValueError(f"unknown backend {backend!r}")
         self._table[backend] = (loader, available)
+        self._accepts[backend] = accepts
         self._loaded.pop(backend, None)
 
     def names(self) -> list[str]:
@@ -72,7 +78,7 @@ class OpBackends:
             self._loaded[backend] = self._table[backend][0]()
         return self._loaded[backend]
 
-    def _check(self, backend: str, device: torch.device) -> tuple[bool, str]:
+    def _check(self, backend: str, device: torch.device, inputs: tuple) -> tuple[bool, str]:
         if backend not in self._table:
             return False, f"{self.op_name} has no {backend!r} implementation (it has {self.names()})"
         ok, why = self._table[backend][1](device)
@@ -82,15 +88,17 @@ class OpBackends:
             self._load(backend)
         except Exception as exc:
             return False, f"loading the {backend} implementation failed ({exc})"
-        return True, ""
+        accepts = self._accepts.get(backend)
+        refusal = accepts(*inputs) if accepts is not None and inputs else None
+        return (False, refusal) if refusal else (True, "")
 
-    def pick(self, backend: str | None, device: torch.device) -> tuple[str, Callable]:
-        """The implementation to run for tensors on ``device``: (name, function)."""
+    def pick(self, backend: str | None, device: torch.device, inputs: tuple = ()) -> tuple[str, Callable]:
+        """The implementation to run for ``inputs`` on ``device``: (name, function)."""
         requested = default_backend() if backend is None else backend
         if requested not in BACKENDS:
             raise ValueError(f"{self.op_name}: backend must be one of {BACKENDS}, got {requested!r}")
         if requested != "auto":
-            ok, why = self._check(requested, device)
+            ok, why = self._check(requested, device, inputs)
             if not ok:
                 raise RuntimeError(f"{self.op_name}: backend {requested!r} cannot run here: {why}")
             return requested, self._load(requested)
@@ -98,7 +106,7 @@ class OpBackends:
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             if name not in self._table:
                 continue
-            ok, why = self._check(name, device)
+            ok, why = self._check(name, device, inputs)
             if ok:
                 if reasons and (self.op_name, device.type) not in _warned:
                     _warned.add((self.op_name, device.type))

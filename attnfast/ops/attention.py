@@ -21,7 +21,16 @@ def _load_extension():
     return word_region_attention_extension
 
 
-BACKENDS.register("triton", _load_triton, triton_usable)
+def _triton_accepts(h, words):
+    from attnfast.kernels.attention import check_supported
+    try:
+        check_supported(h, words)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+BACKENDS.register("triton", _load_triton, triton_usable, _triton_accepts)
 BACKENDS.register("cpu", _load_extension, lambda d: (False, "cpu backend needs CPU tensors")
                   if d.type != "cpu" else extension_usable(d))
 BACKENDS.register("cuda", _load_extension, lambda d: (False, "cuda backend needs CUDA tensors")
@@ -53,7 +62,7 @@ def word_region_attention(h: torch.Tensor, words: torch.Tensor, mask: torch.Tens
     mask = check.word_mask(mask, batch, words.shape[2], h.device)
     if mask_mode not in reference.MASK_MODES:
         raise ValueError(f"mask_mode must be one of {reference.MASK_MODES}, got {mask_mode!r}")
-    _, impl = BACKENDS.pick(backend, h.device)
+    _, impl = BACKENDS.pick(backend, h.device, (h, words))
     return impl(h, words, mask, mask_mode=mask_mode, return_attn=return_attn)
 
 
