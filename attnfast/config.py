@@ -84,6 +84,11 @@ def _merge(base: dict, override: dict, where: str) -> dict:
     return merged
 
 
+def merge_config(base: dict, override: dict) -> dict:
+    """``base`` updated by the nested ``override`` (unknown keys raise :class:`ConfigError`)."""
+    return _merge(base, override, "")
+
+
 def parse_override(text: str) -> dict:
     """``section.key=value`` (value parsed as YAML) -> nested dict."""
     if "=" not in text:

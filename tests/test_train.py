@@ -166,3 +166,17 @@ def test_sample_cli_refuses_missing_and_foreign_checkpoints(tmp_path, damsm_chec
     torch.save({"netG": {}}, foreign)
     assert sample_cli.main(["--checkpoint", str(foreign), "--caption", "a red circle"]) == 2
     assert "not an attnfast checkpoint" in capsys.readouterr().err
+
+
+def test_eval_cli_on_a_gan_checkpoint(tmp_path, gan_checkpoint, monkeypatch):
+    from attnfast import eval as eval_cli
+    from attnfast.metrics import shapes_accuracy
+    monkeypatch.setattr(shapes_accuracy, "default_cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(shapes_accuracy, "train_classifier", lambda: shapes_accuracy.CellClassifier().eval())
+    out = tmp_path / "eval.json"
+    assert eval_cli.main(["--checkpoint", str(gan_checkpoint), "--num-images", "100", "--runs", "2",
+                          "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())["shapes"]
+    assert set(report["attribute_accuracy"]) >= {"shape", "colour", "size", "object", "scene"}
+    assert report["pointing_game"]["trials"] > 0
+    assert 0.0 <= report["r_precision"]["mean"] <= 1.0

@@ -58,8 +58,8 @@ def word_mask(mask, batch: int, num_words: int, device: torch.device) -> torch.T
 def cap_lens(value, batch: int, num_words: int, device: torch.device) -> torch.Tensor:
     """(B,) integer caption lengths with 1 <= len <= T, as a long tensor on ``device``.
 
-    Values are checked when they are on the CPU (or given as a list/array); CUDA lengths are
-    checked unless a CUDA graph is being captured (the check would sync).
+    Values are checked except while a CUDA graph is captured or torch.compile traces (the check
+    reads the values back: a host sync, a graph break).
     """
     if not torch.is_tensor(value):
         try:
@@ -71,7 +71,7 @@ def cap_lens(value, batch: int, num_words: int, device: torch.device) -> torch.T
     if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
         raise TypeError(f"cap_lens must be an integer tensor, got dtype {value.dtype}")
     capturing = value.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not capturing:
+    if not capturing and not torch.compiler.is_compiling():
         low, high = int(value.min()), int(value.max())
         if low < 1 or high > num_words:
             raise ValueError(f"cap_lens must lie in [1, T={num_words}], got values in [{low}, {high}]")

@@ -11,8 +11,13 @@ BACKENDS.register("reference", lambda: reference.damsm_scores)
 
 
 def _load_triton():
+    """The torch.library custom op (torch.compile / CUDA-graph friendly) where torch has
+    ``torch.library.custom_op`` (2.4+), else the plain autograd.Function."""
     from attnfast.kernels.damsm import damsm_scores_triton
-    return damsm_scores_triton
+    if not hasattr(torch.library, "custom_op"):
+        return damsm_scores_triton
+    from ._damsm_custom_op import damsm_scores_custom
+    return damsm_scores_custom
 
 
 def _load_extension():
