@@ -23,9 +23,10 @@ DEMO_CAPTIONS = [
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnfast.demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "training/configs/shapes.yaml"))
-    parser.add_argument("--damsm-steps", type=int, default=300)
-    parser.add_argument("--gan-steps", type=int, default=600)
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent
+                                                / "training/configs/shapes_demo.yaml"))
+    parser.add_argument("--damsm-steps", type=int, default=None, help="default: the config's damsm.steps")
+    parser.add_argument("--gan-steps", type=int, default=None, help="default: the config's gan.steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", nargs="?", const="bf16", default="off")
     args = parser.parse_args(argv)
@@ -39,9 +40,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     device = pick_device(args.device)
-    overrides = [f"train.checkpoint_every={max(args.damsm_steps, args.gan_steps)}",
-                 f"train.sample_every={max(1, args.gan_steps // 3)}", "train.log_every=10"]
-    config = load_config(args.config if Path(args.config).is_file() else None, overrides)
+    config = load_config(args.config if Path(args.config).is_file() else None)
+    args.damsm_steps = args.damsm_steps or config["damsm"]["steps"]
+    args.gan_steps = args.gan_steps or config["gan"]["steps"]
     started = time.perf_counter()
     print(f"== attnfast demo on {device}: DAMSM {args.damsm_steps} steps, GAN {args.gan_steps} steps ==")
     damsm = train_damsm(config, out, device, args.amp, steps=args.damsm_steps)

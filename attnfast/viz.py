@@ -15,7 +15,8 @@ def overlay_attention(image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     where the word is not attended, a warm tint where it is (map normalised to its own max)."""
     size = image.shape[-2:]
     heat = F.interpolate(attn[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-    heat = heat / heat.max().clamp(min=1e-12)
+    heat = heat - heat.min()
+    heat = heat / heat.max().clamp(min=1e-12)                               # min-max: show contrast
     base = (image.float() + 1) / 2                                          # [0, 1]
     tint = torch.stack([heat, heat * 0.55, torch.zeros_like(heat)])          # orange-red
     blended = base * (0.35 + 0.65 * heat) * 0.6 + tint * 0.4
@@ -23,7 +24,7 @@ def overlay_attention(image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
 
 
 def attention_figure(stage_images: list[torch.Tensor], stage_attn: list[torch.Tensor],
-                     words: list[str], tile: int = 96) -> Image.Image:
+                     words: list[str], tile: int = 128) -> Image.Image:
     """One caption's figure.
 
     stage_images: per attentional stage, the image (3, H, W) it produced; stage_attn: per such
@@ -32,11 +33,12 @@ def attention_figure(stage_images: list[torch.Tensor], stage_attn: list[torch.Te
     """
     rows = []
     for image, attn in zip(stage_images, stage_attn, strict=True):
+        side = image.shape[-1]
         image = F.interpolate(image[None].float(), size=(tile, tile), mode="bilinear",
                               align_corners=False)[0]
         tiles = [image] + [overlay_attention(image, attn[t]) for t in range(len(words))]
         rows.append(make_grid_image(torch.stack(tiles), ncol=len(tiles),
-                                    captions=[f"{image.shape[-1]}px"] + list(words)))
+                                    captions=[f"stage {side}px"] + list(words)))
     width = max(r.width for r in rows)
     canvas = Image.new("RGB", (width, sum(r.height for r in rows)), (255, 255, 255))
     y = 0
@@ -47,19 +49,8 @@ def attention_figure(stage_images: list[torch.Tensor], stage_attn: list[torch.Te
 
 
 def save_png(image: Image.Image | np.ndarray, path: Path) -> None:
-    """Write a PNG atomically (temp name in the same folder, then rename)."""
-    import os
-    import tempfile
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a PNG atomically."""
+    from attnfast.engine.files import atomic_write
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda stream: image.save(stream, format="PNG"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -92,16 +91,6 @@ def make_grid_image(images, ncol: int = 8, captions: Sequence[str] | None = None
 def save_image_grid(images, path: str | os.PathLike, ncol: int = 8,
                     captions: Sequence[str] | None = None) -> None:
     """Write :func:`make_grid_image` as a PNG atomically (temp file in the same folder, then rename)."""
+    from attnfast.engine.files import atomic_write
     img = make_grid_image(images, ncol=ncol, captions=captions)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".grid-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda stream: img.save(stream, format="PNG"))

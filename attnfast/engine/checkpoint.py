@@ -4,31 +4,18 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so t
 unpickler of ``weights_only=True`` reads it): model and optimiser state dicts, the AMP scaler, RNG
 states, the step, the config and the vocabulary.
 """
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .files import atomic_write
+
 
 def save_atomic(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load(path: str | Path, map_location="cpu", kind: str | None = None) -> dict:
