@@ -9,10 +9,12 @@ from .inception import Inception3, inception_v3_features, load_inception_weights
 from .init import weights_init
 from .text_encoder import RNN_ENCODER
 
+from .inference import fuse_for_inference
+
 __all__ = [
     "RNN_ENCODER", "CNN_ENCODER", "SmallImageEncoder", "image_encoder", "Inception3",
     "inception_v3_features", "load_inception_weights", "CA_NET", "KL_loss", "INIT_STAGE_G",
     "NEXT_STAGE_G", "GET_IMAGE_G", "G_NET", "Block3x3_leakRelu", "downBlock",
     "encode_image_by_16times", "D_GET_LOGITS", "D_NET64", "D_NET128", "D_NET256", "D_NET",
-    "weights_init",
+    "weights_init", "fuse_for_inference",
 ]
