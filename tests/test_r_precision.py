@@ -44,10 +44,12 @@ def test_matched_features_give_one(score):
 
 @pytest.mark.parametrize("score", ["word", "sentence"])
 def test_random_features_near_chance(score):
-    """1 true caption among 100: about 1/100 (2000 draws: 3 sigma is about +-0.007)."""
-    result = r_precision_from_features(*_random_features(200), score=score, runs=10,
+    """1 true caption among 100: about 1/100. The 10 runs rank the same 200 images, so they are
+    not independent draws; over 600 images and 10 runs the mean stays well inside [0, 0.03]
+    (measured over many seeds)."""
+    result = r_precision_from_features(*_random_features(600), score=score, runs=10,
                                        backend="reference")
-    assert 0.002 <= result["mean"] <= 0.025, result
+    assert 0.0 < result["mean"] <= 0.03, result
     assert len(result["runs"]) == 10 and result["std"] > 0
 
 
