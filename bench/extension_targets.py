@@ -1,0 +1,162 @@
+"""The CPU targets of the C++ extension (issue 11), side by side in one run:
+
+* word–region attention forward, ``cpu`` backend vs the eager reference (target: >= 2x), at the
+  birds stage-2 and stage-3 sizes, with the byte floor and the fraction of the measured copy rate;
+* DAMSM ``words_loss`` forward+backward at B=48, D=256, R=17x17, T=18, ``cpu`` backend vs the
+  original per-sentence loop (target: >= 4x), with the fraction of the measured sgemm rate.
+
+The backends of one comparison are timed in alternation (one call each per round, median over the
+rounds), so that the load of a shared machine falls on both sides of a ratio alike.
+Writes bench/results/extension_cpu.json (``--quick``: fewer sizes and repetitions, written to
+extension_quick_cpu.json so that it never replaces a full run).
+
+    python bench/extension_targets.py [--quick]
+"""
+import argparse
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (copy_bandwidth, device_info, matmul_rate, print_table, time_fn,  # noqa: E402
+                     write_results)
+
+import attnfast.ops as ops  # noqa: E402
+from attnfast import reference as R  # noqa: E402
+
+CPU = torch.device("cpu")
+ATTENTION_TARGET, DAMSM_TARGET = 2.0, 4.0
+
+
+def _interleaved(runs: dict, reps: int, warmup: int) -> dict:
+    """Median seconds per backend, timing one call of each backend per round."""
+    for fn in runs.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, fn in runs.items():
+            times[name].append(time_fn(fn, CPU, warmup=0, reps=1))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _lengths(kind: str, batch: int, num_words: int, generator) -> torch.Tensor:
+    if kind == "full":
+        return torch.full((batch,), num_words, dtype=torch.long)
+    return torch.randint(1, num_words + 1, (batch,), generator=generator)
+
+
+def attention_rows(quick: bool, reps: int, copy_rate: float) -> list[dict]:
+    shapes = [("birds stage 2", 20, 32, 64, 18)]
+    if not quick:
+        shapes.append(("birds stage 3", 20, 32, 128, 18))
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for name, batch, channels, side, num_words in shapes:
+        h = torch.randn(batch, channels, side, side, generator=gen)
+        words = torch.randn(batch, channels, num_words, generator=gen)
+        lens = _lengths("random", batch, num_words, gen)
+        mask = torch.arange(num_words)[None, :] >= lens[:, None]
+        floor_bytes = 4 * (h.numel() * 2 + words.numel())  # read h and words, write out
+        runs = {
+            "cpu": lambda: ops.word_region_attention(h, words, mask, backend="cpu"),
+            "reference": lambda: R.word_region_attention(h, words, mask),
+            "original": lambda: R.global_attention_general_original(h, words, mask),
+        }
+        with torch.no_grad():
+            times = _interleaved(runs, reps, warmup=2)
+        for backend, seconds in times.items():
+            rows.append({
+                "op": "attention fwd",
+                "shape": f"{name} B={batch} C={channels} {side}x{side} T={num_words}",
+                "backend": backend, "ms": seconds * 1e3,
+                "speedup_vs_reference": times["reference"] / seconds,
+                "GB_per_s": floor_bytes / seconds / 1e9,
+                "fraction_of_copy": floor_bytes / seconds / copy_rate,
+            })
+    return rows
+
+
+def damsm_rows(quick: bool, reps: int, sgemm_rate: float) -> list[dict]:
+    batch, dim, side, num_words = 48, 256, 17, 18
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(batch, dim, side, side, generator=gen)
+    words = torch.randn(batch, dim, num_words, generator=gen)
+    labels = torch.arange(batch)
+    rows = []
+    for kind in ["full"] + ([] if quick else ["random"]):
+        lens = _lengths(kind, batch, num_words, gen)
+        # GEMM work of forward + backward: 6 products of 2*R*D*sum(lens) per image (the cpu backend
+        # runs 8: its backward recomputes the 2 forward products instead of storing them).
+        flops = 6 * 2 * side * side * dim * int(lens.sum()) * batch
+
+        def step(loss_fn, **kw):
+            a, b = img.clone().requires_grad_(), words.clone().requires_grad_()
+            loss0, loss1, _ = loss_fn(a, b, labels, lens, None, batch, **kw)
+            (loss0 + loss1).backward()
+
+        runs = {
+            "cpu": lambda: step(ops.words_loss, backend="cpu"),
+            "original loop": lambda: step(R.words_loss_original),
+        }
+        times = _interleaved(runs, reps, warmup=1)
+        for backend, seconds in times.items():
+            rows.append({
+                "op": "words_loss fwd+bwd",
+                "shape": f"B={batch} D={dim} R={side}x{side} T={num_words} lens={kind}",
+                "backend": backend, "ms": seconds * 1e3,
+                "speedup_vs_original": times["original loop"] / seconds,
+                "GFLOP_per_s": flops / seconds / 1e9,
+                "fraction_of_sgemm": flops / seconds / sgemm_rate,
+            })
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one size per op, fewer repetitions")
+    args = parser.parse_args(argv)
+    try:
+        from attnfast import _C  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"attnfast._C is not built ({exc}): pip install --no-build-isolation -e .")
+    reps = 3 if args.quick else 7
+    meta = device_info(CPU)
+    meta["torch_threads"] = torch.get_num_threads()
+    meta["load_average_before"] = os.getloadavg()
+    sgemm = matmul_rate(CPU, torch.float32)
+    copy = copy_bandwidth(CPU)
+    meta.update(sgemm_GFLOP_per_s=sgemm / 1e9, copy_GB_per_s=copy / 1e9, quick=args.quick)
+    print(f"{meta['device']}; torch {meta['torch']}; sgemm {sgemm / 1e9:.0f} GFLOP/s, "
+          f"copy {copy / 1e9:.0f} GB/s; load average {meta['load_average_before']}")
+
+    attention = attention_rows(args.quick, reps, copy)
+    print_table(attention, [("shape", "attention forward", ""), ("backend", "backend", ""),
+                            ("ms", "ms", ".2f"), ("speedup_vs_reference", "x reference", ".2f"),
+                            ("GB_per_s", "GB/s", ".1f"), ("fraction_of_copy", "of copy", ".2f")])
+    damsm = damsm_rows(args.quick, reps, sgemm)
+    print_table(damsm, [("shape", "DAMSM words_loss fwd+bwd", ""), ("backend", "backend", ""),
+                        ("ms", "ms", ".1f"), ("speedup_vs_original", "x original", ".2f"),
+                        ("GFLOP_per_s", "GFLOP/s", ".1f"), ("fraction_of_sgemm", "of sgemm", ".2f")])
+
+    attention_speedup = min(r["speedup_vs_reference"] for r in attention if r["backend"] == "cpu")
+    damsm_speedup = next(r["speedup_vs_original"] for r in damsm if r["backend"] == "cpu")
+    meta["load_average_after"] = os.getloadavg()
+    meta["targets"] = {
+        "attention_fwd_vs_reference": {"target": ATTENTION_TARGET, "measured_min": attention_speedup,
+                                       "met": attention_speedup >= ATTENTION_TARGET},
+        "words_loss_fwd_bwd_vs_original_B48_full_lengths": {
+            "target": DAMSM_TARGET, "measured": damsm_speedup, "met": damsm_speedup >= DAMSM_TARGET},
+    }
+    for name, t in meta["targets"].items():
+        got = t.get("measured_min", t.get("measured"))
+        verdict = "met" if t["met"] else "NOT met"
+        print(f"target {name}: >= {t['target']}x, measured {got:.2f}x -> {verdict}")
+    path = write_results("extension_quick" if args.quick else "extension", attention + damsm, meta)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

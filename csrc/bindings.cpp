@@ -1,0 +1,26 @@
+// The Python module attnfast._C: the entry points of ops.h and WITH_CUDA.
+#include <torch/extension.h>
+
+#include "ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "attnfast C++/CUDA kernels: word-region attention and DAMSM scores (see csrc/ops.h)";
+#ifdef ATTNFAST_WITH_CUDA
+  m.attr("WITH_CUDA") = true;
+#else
+  m.attr("WITH_CUDA") = false;
+#endif
+  namespace py = pybind11;
+  m.def("attention_forward", &attnfast::attention_forward, py::arg("h"), py::arg("words"),
+        py::arg("mask"), py::arg("attngan_mask"), py::arg("return_attn"),
+        "word-region attention -> (out, attn or None)");
+  m.def("attention_backward", &attnfast::attention_backward, py::arg("h"), py::arg("words"),
+        py::arg("mask"), py::arg("attngan_mask"), py::arg("dout"), py::arg("dattn"),
+        "-> (dh, dwords)");
+  m.def("damsm_forward", &attnfast::damsm_forward, py::arg("regions"), py::arg("words"),
+        py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("return_attn"),
+        py::arg("padded") = py::none(), "DAMSM all-pair scores -> (scores, attn or None)");
+  m.def("damsm_backward", &attnfast::damsm_backward, py::arg("regions"), py::arg("words"),
+        py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("dscores"),
+        py::arg("padded") = py::none(), "-> (dregions, dwords)");
+}
