@@ -42,15 +42,19 @@ def test_damsm_steps_lower_the_losses_on_a_fixed_batch(tmp_path):
         assert last < 0.9 * first, (name, first, last)
 
 
-def test_gan_steps_lower_the_losses_on_a_fixed_batch(tmp_path, damsm_checkpoint):
-    trainer = GANTrainer(tiny_config("gan.g_lr=0.001", "gan.d_lr=0.001"), tmp_path, torch.device("cpu"),
-                         damsm_checkpoint)
+@pytest.mark.parametrize("learner, losses", [("d", ("errD0", "errD1")), ("g", ("g_adv0", "g_adv1"))])
+def test_gan_steps_lower_the_losses_on_a_fixed_batch(tmp_path, damsm_checkpoint, learner, losses):
+    """On one repeated batch, with the other side frozen (lr 0), the discriminators' losses fall
+    when they learn, and the generator's adversarial losses fall when it learns."""
+    # G alone: without the DAMSM term (whose tiny random encoders give no signal) it must fool D
+    rates = (("gan.g_lr=0.0", "gan.d_lr=0.001") if learner == "d"
+             else ("gan.g_lr=0.002", "gan.d_lr=0.0", "gan.lambda=0.0"))
+    trainer = GANTrainer(tiny_config(*rates), tmp_path, torch.device("cpu"), damsm_checkpoint)
     batch = next(trainer.batches())
-    torch.manual_seed(0)
-    history = [trainer.train_step(batch) for _ in range(15)]
+    history = [trainer.train_step(batch) for _ in range(20)]
     mean = lambda name, part: sum(float(h[name]) for h in part) / len(part)
-    for name in ("errD0", "errD1", "w_loss"):
-        assert mean(name, history[-4:]) < mean(name, history[:4]), name
+    for name in losses:
+        assert mean(name, history[-4:]) < 0.9 * mean(name, history[:4]), name
     assert all(torch.isfinite(v) for v in history[-1].values())
 
 
