@@ -19,8 +19,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> (dh, dwords)");
   m.def("damsm_forward", &attnfast::damsm_forward, py::arg("regions"), py::arg("words"),
         py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("return_attn"),
-        py::arg("padded") = py::none(), "DAMSM all-pair scores -> (scores, attn or None)");
+        py::arg("padded") = py::none(), py::arg("save") = false,
+        "DAMSM all-pair scores -> (scores, attn or None, saved or None)");
   m.def("damsm_backward", &attnfast::damsm_backward, py::arg("regions"), py::arg("words"),
         py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("dscores"),
-        py::arg("padded") = py::none(), "-> (dregions, dwords)");
+        py::arg("padded") = py::none(), py::arg("saved") = py::none(),
+        "-> (dregions, dwords); saved: damsm_forward's, else recomputed");
 }

@@ -28,9 +28,9 @@ cudaError_t attention_backward(const AttentionShape& shape, DType dtype, const v
 // The DAMSM stages of damsm_stages.h; `seg` holds device pointers.
 cudaError_t damsm_softmax(float* x, int64_t ld, float* a, int64_t images, int64_t regions,
                           const Segments& seg, float gamma1, cudaStream_t stream);
-cudaError_t damsm_softmax_backward(float* x, int64_t ld, const float* a, float* da,
-                                   int64_t images, int64_t regions, const Segments& seg,
-                                   float gamma1, cudaStream_t stream);
+cudaError_t damsm_softmax_backward(const float* p, float* dx, int64_t ld, const float* a,
+                                   float* da, int64_t images, int64_t regions,
+                                   const Segments& seg, float gamma1, cudaStream_t stream);
 cudaError_t damsm_cosine(const float* ctx, const float* e, const float* e_norm, int64_t images,
                          int64_t dim, int64_t columns, float* cos, float* c_norm,
                          cudaStream_t stream);

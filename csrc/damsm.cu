@@ -101,15 +101,16 @@ __global__ void softmax_kernel(float* x, int64_t ld, float* a, int64_t images, i
   }
 }
 
-__global__ void softmax_backward_kernel(float* x, int64_t ld, const float* a, float* da,
-                                        int64_t images, int64_t regions, Segments seg,
+__global__ void softmax_backward_kernel(const float* p, float* dx, int64_t ld, const float* a,
+                                        float* da, int64_t images, int64_t regions, Segments seg,
                                         float gamma1) {
   __shared__ float partial[32];
   const int64_t R = regions;
   for (int64_t task = blockIdx.x; task < images * seg.count; task += gridDim.x) {
     const int64_t j = task / seg.count, i = task % seg.count;
     const int64_t s = seg.start[i], len = seg.length[i], stop = segment_end(seg, i);
-    float* xb = x + s * ld + j * R;
+    const float* pb = p + s * ld + j * R;
+    float* xb = dx + s * ld + j * R;  // may be pb: each thread reads its column before writing it
     const float* ab = a + (j * seg.columns + s) * R;
     float* gb = da + (j * seg.columns + s) * R;
     for (int64_t k = 0; k < len; ++k) {  // dP1 = gamma1 * a * (da - <a, da>) per word
@@ -122,8 +123,8 @@ __global__ void softmax_backward_kernel(float* x, int64_t ld, const float* a, fl
     }
     for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {  // dX = P1 * (dP1 - <P1, dP1>)
       float dot = 0.0f;
-      for (int64_t k = 0; k < len; ++k) dot += xb[k * ld + r] * gb[k * R + r];
-      for (int64_t k = 0; k < len; ++k) xb[k * ld + r] *= gb[k * R + r] - dot;
+      for (int64_t k = 0; k < len; ++k) dot += pb[k * ld + r] * gb[k * R + r];
+      for (int64_t k = 0; k < len; ++k) xb[k * ld + r] = pb[k * ld + r] * (gb[k * R + r] - dot);
       for (int64_t k = len; k < stop - s; ++k) xb[k * ld + r] = 0.0f;
     }
   }
@@ -213,11 +214,11 @@ cudaError_t damsm_softmax(float* x, int64_t ld, float* a, int64_t images, int64_
   return cudaGetLastError();
 }
 
-cudaError_t damsm_softmax_backward(float* x, int64_t ld, const float* a, float* da,
-                                   int64_t images, int64_t regions, const Segments& seg,
-                                   float gamma1, cudaStream_t stream) {
+cudaError_t damsm_softmax_backward(const float* p, float* dx, int64_t ld, const float* a,
+                                   float* da, int64_t images, int64_t regions,
+                                   const Segments& seg, float gamma1, cudaStream_t stream) {
   softmax_backward_kernel<<<blocks_for(images * seg.count), kThreads, 0, stream>>>(
-      x, ld, a, da, images, regions, seg, gamma1);
+      p, dx, ld, a, da, images, regions, seg, gamma1);
   return cudaGetLastError();
 }
 

@@ -76,16 +76,16 @@ void softmax_block(float* x, int64_t ld, float* a, int64_t regions, int64_t len,
 }
 
 // Backward of softmax_block: da -> dP1 = gamma1 * a * (da - <a, da>) per row, then
-// x: P1 -> dX = P1 * (dP1 - sum over the words of P1 * dP1) per region.
+// dx = dX = P1 * (dP1 - sum over the words of P1 * dP1) per region, from p = P1 (dx may be p).
 ATTNFAST_SIMD_CLONES
-void softmax_backward_block(float* x, int64_t ld, const float* a, float* da, int64_t regions,
-                            int64_t len, int64_t dead, float gamma1, float* dot) {
+void softmax_backward_block(const float* p, float* dx, int64_t ld, const float* a, float* da,
+                            int64_t regions, int64_t len, int64_t dead, float gamma1, float* dot) {
   const int64_t R = regions;
   for (int64_t r = 0; r < R; ++r) dot[r] = 0.0f;
   for (int64_t k = 0; k < len; ++k) {
     const float* ak = a + k * R;
     float* gk = da + k * R;
-    const float* pk = x + k * ld;
+    const float* pk = p + k * ld;
     float row = 0.0f;
 #pragma omp simd reduction(+ : row)
     for (int64_t r = 0; r < R; ++r) row += ak[r] * gk[r];
@@ -95,11 +95,12 @@ void softmax_backward_block(float* x, int64_t ld, const float* a, float* da, int
     }
   }
   for (int64_t k = 0; k < len; ++k) {
-    float* pk = x + k * ld;
+    const float* pk = p + k * ld;
+    float* dk = dx + k * ld;
     const float* gk = da + k * R;
-    for (int64_t r = 0; r < R; ++r) pk[r] = pk[r] * (gk[r] - dot[r]);
+    for (int64_t r = 0; r < R; ++r) dk[r] = pk[r] * (gk[r] - dot[r]);
   }
-  for (int64_t k = len; k < len + dead; ++k) std::fill(x + k * ld, x + k * ld + R, 0.0f);
+  for (int64_t k = len; k < len + dead; ++k) std::fill(dx + k * ld, dx + k * ld + R, 0.0f);
 }
 
 // Runs fn(j, i, scratch) over every (image, sentence) in parallel; scratch holds 2 * regions floats.
@@ -166,12 +167,13 @@ void damsm_softmax(float* x, int64_t ld, float* a, int64_t images, int64_t regio
   });
 }
 
-void damsm_softmax_backward(float* x, int64_t ld, const float* a, float* da, int64_t images,
-                            int64_t regions, const Segments& seg, float gamma1) {
+void damsm_softmax_backward(const float* p, float* dx, int64_t ld, const float* a, float* da,
+                            int64_t images, int64_t regions, const Segments& seg, float gamma1) {
   const int64_t K = seg.columns;
   for_blocks(images, regions, seg, [&](int64_t j, int64_t i, float* scratch) {
     const int64_t s = seg.start[i], len = seg.length[i], offset = (j * K + s) * regions;
-    softmax_backward_block(x + s * ld + j * regions, ld, a + offset, da + offset, regions, len,
+    const int64_t x_offset = s * ld + j * regions;
+    softmax_backward_block(p + x_offset, dx + x_offset, ld, a + offset, da + offset, regions, len,
                            segment_end(seg, i) - s - len, gamma1, scratch);
   });
 }

@@ -10,6 +10,7 @@
 // Buffers for a block of `images` images (R regions each):
 //   x:        (K, ld) word-major scores E^T V, image j in columns [j*R, (j+1)*R)
 //             -> softmax over each sentence's words (P1, Eq. 8), in place; backward: P1 -> dX
+//             (in place, or into a second buffer of that layout when P1 is kept)
 //   a, da:    (images, K, R) softmax over regions of gamma1 * P1 (Eq. 9), and its gradient
 //   ctx, dctx:(images, D, K) region context per word, and its gradient
 //   cos, c_norm: (images, K);   scores, dscores: (images, S), rows of the (B_img, B_sent) matrix
@@ -35,9 +36,10 @@ namespace cpu {
 // a = softmax over regions of gamma1 * P1. Dead words get P1 = 0 and a = 0.
 void damsm_softmax(float* x, int64_t ld, float* a, int64_t images, int64_t regions,
                    const Segments& seg, float gamma1);
-// The two softmaxes backwards: da (overwritten) -> dP1; x: P1 -> dX (d of the scores E^T V).
-void damsm_softmax_backward(float* x, int64_t ld, const float* a, float* da, int64_t images,
-                            int64_t regions, const Segments& seg, float gamma1);
+// The two softmaxes backwards: da (overwritten) -> dP1; p (P1, layout of x) -> dx = dX, the
+// gradient of the scores E^T V, in the layout of x. dx may be p (in place).
+void damsm_softmax_backward(const float* p, float* dx, int64_t ld, const float* a, float* da,
+                            int64_t images, int64_t regions, const Segments& seg, float gamma1);
 // cos[j][k] = <ctx[j][:,k], e[:,k]> / max(|ctx[j][:,k]| * e_norm[k], eps); c_norm = |ctx[j][:,k]|.
 void damsm_cosine(const float* ctx, const float* e, const float* e_norm, int64_t images,
                   int64_t dim, int64_t columns, float* cos, float* c_norm);

@@ -22,18 +22,22 @@ std::tuple<at::Tensor, at::Tensor> attention_backward(const at::Tensor& h, const
                                                       bool attngan_mask, const at::Tensor& dout,
                                                       const std::optional<at::Tensor>& dattn);
 
-// regions (B_i, D, R), words (B_s, D, T), cap_lens (B_s,) integer -> scores (B_i, B_s) and, if
-// return_attn, attention (B_i, B_s, T, R). `padded` picks the word-column layout (see
-// damsm_stages.h); default: compact on the CPU, padded on CUDA.
-std::tuple<at::Tensor, at::Tensor> damsm_forward(const at::Tensor& regions, const at::Tensor& words,
-                                                 const at::Tensor& cap_lens, double gamma1,
-                                                 double gamma2, bool return_attn,
-                                                 std::optional<bool> padded);
-// -> (dregions, dwords) from dscores (B_i, B_s); the probabilities are recomputed.
+// regions (B_i, D, R), words (B_s, D, T), cap_lens (B_s,) integer -> scores (B_i, B_s), if
+// return_attn attention (B_i, B_s, T, R), and if save the intermediates the backward needs as one
+// float32 tensor of B_i * (B_s*T * (2R + D + 2) + B_s) + 1 elements (sized for the padded word
+// count, so that it follows from the shapes alone; undefined tensors, None in Python, for outputs
+// not asked for). `padded` picks the word-column layout (see damsm_stages.h);
+// default: compact on the CPU, padded on CUDA.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> damsm_forward(
+    const at::Tensor& regions, const at::Tensor& words, const at::Tensor& cap_lens, double gamma1,
+    double gamma2, bool return_attn, std::optional<bool> padded, bool save);
+// -> (dregions, dwords) from dscores (B_i, B_s). With `saved` (the forward's, same inputs and
+// layout) the probabilities, contexts and cosines are read from it, else recomputed.
 std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& regions,
                                                   const at::Tensor& words,
                                                   const at::Tensor& cap_lens, double gamma1,
                                                   double gamma2, const at::Tensor& dscores,
-                                                  std::optional<bool> padded);
+                                                  std::optional<bool> padded,
+                                                  const std::optional<at::Tensor>& saved);
 
 }  // namespace attnfast

@@ -172,7 +172,7 @@ def test_damsm_word_layouts_agree(padded):
     padded layout's handling of dead columns is tested without a GPU."""
     regions, words = torch.randn(4, 16, 20), torch.randn(5, 16, 9)
     lens = _cap_lens(5, 9)
-    scores, attn = _C.damsm_forward(regions, words, lens, 4.0, 5.0, True, padded)
+    scores, attn, _ = _C.damsm_forward(regions, words, lens, 4.0, 5.0, True, padded)
     dscores = torch.randn_like(scores)
     dregions, dwords = _C.damsm_backward(regions, words, lens, 4.0, 5.0, dscores, padded)
     r64, w64 = _leaf(regions.double()), _leaf(words.double())
