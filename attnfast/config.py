@@ -11,10 +11,13 @@ import yaml
 DEFAULTS: dict = {
     "name": "shapes",
     "dataset": {
-        "name": "shapes",          # shapes (built in)
+        "name": "shapes",          # shapes (built in) | birds | coco (AttnGAN's layout) | folder
+        "data_dir": None,          # birds/coco/folder: the data directory (e.g. data/birds)
+        "strict": False,           # birds/coco/folder: a missing/corrupt file is fatal (else skipped)
         "train_size": 20000,
         "test_size": 1000,
         "captions_per_image": 5,
+        "max_objects": 3,          # shapes: objects per scene drawn from 1..max_objects
         "words_num": 18,           # cfg.TEXT.WORDS_NUM
         "seed": 0,
         "num_workers": 0,
@@ -54,6 +57,28 @@ DEFAULTS: dict = {
         "lambda": 5.0,             # cfg.TRAIN.SMOOTH.LAMBDA (weight of the DAMSM loss in G)
         "ema": 0.999,              # moving average of G's parameters (the original's avg_param_G)
         "steps": 5000,
+        "int_weight": 0.0,         # GAN-INT: weight of G's adversarial term on interpolated captions (0 = off)
+        "int_beta": 0.5,           # GAN-INT: mixing weight of the second caption
+        "colour_consistency": 0.0, # StackGAN++ colour-consistency weight alpha in G (0 = off; paper: 50)
+        "colour_lambdas": [1.0, 5.0],  # its lambda1 (means) and lambda2 (covariances)
+    },
+    "style": {                     # style encoder S inverting G (GAN-INT-CLS), --stage style
+        "batch_size": 32,
+        "lr": 0.0002,
+        "betas": [0.5, 0.999],
+        "ndf": 32,
+        "input_size": 64,
+        "steps": 2000,
+    },
+    "vlm": {                       # VLMGAN matching-score block (--stage vlm) and G's VLM/VVM losses
+        "checkpoint": None,        # vlm.pt from --stage vlm; needed when a lambda below is > 0
+        "lambda_vlm": 0.0,         # text-visual matching loss weight in G (0 = off)
+        "lambda_vvm": 0.0,         # visual-visual matching loss weight in G (0 = off)
+        "dim": 128, "heads": 4, "layers": 2, "ffn": 256,
+        "batch_size": 32,
+        "lr": 0.0002,
+        "betas": [0.9, 0.999],
+        "steps": 1000,
     },
     "train": {
         "seed": 0,
@@ -116,6 +141,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
             loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping")
+        from attnfast.config_original import convert_original_config, is_original_config
+        if is_original_config(loaded):  # the original AttnGAN's cfg/*.yml
+            loaded = convert_original_config(loaded, source=str(path))
         config = _merge(config, loaded, "")
     for text in overrides:
         config = _merge(config, parse_override(text), "")

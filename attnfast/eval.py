@@ -4,7 +4,13 @@ Examples:
     python -m attnfast.eval --checkpoint runs/shapes/gan.pt     # attribute accuracy, pointing game, R-precision
     python -m attnfast.eval --r-precision --random-init --num-images 200       # smoke run
     python -m attnfast.eval --r-precision --checkpoint runs/shapes/damsm.pt
-    python -m attnfast.eval --r-precision --checkpoint runs/shapes/gan.pt --images generated
+    python -m attnfast.eval --r-precision --checkpoint runs/shapes/gan.pt --images generated --folds 10
+    python -m attnfast.eval --vlms --checkpoint runs/shapes/gan.pt --vlm runs/shapes/vlm.pt --vlms-images generated
+    python -m attnfast.eval --is --samples samples/ --inception-weights pt_inception-2015-12-05-6726825d.pth
+    python -m attnfast.eval --is --fid --samples samples/ --real real/ --inception-weights PATH
+    python -m attnfast.eval --is --fid --checkpoint runs/shapes/gan.pt --inception-weights PATH
+    python -m attnfast.eval --netG bird_AttnGAN2.pth --text-encoder text_encoder200.pth \
+        --image-encoder image_encoder200.pth --data-dir data/birds --inception-weights PATH
 
 Checkpoint layout (``--checkpoint``), read with ``torch.load(weights_only=True)``: a dict with
     "text_encoder":  state dict of attnfast.models.RNN_ENCODER
@@ -89,6 +95,10 @@ def _add_r_precision_arguments(parser: argparse.ArgumentParser) -> None:
                             "cosine (the original evaluation code), or their sum")
     group.add_argument("--candidates", type=int, default=100, help="captions ranked per image")
     group.add_argument("--runs", type=int, default=10, help="independent draws (mean and std)")
+    group.add_argument("--folds", type=int, default=None,
+                       help="the DM-GAN protocol instead of --runs: one draw of candidates per "
+                            "image, mean and std over FOLDS folds of the images (10 folds of "
+                            "3,000 for 30,000 generated images)")
     group.add_argument("--top-r", type=int, default=1, help="a hit is the true caption in the top r")
     group.add_argument("--mismatch", choices=("class", "caption"), default="class",
                        help="draw mismatching captions from other classes (the DM-GAN script) or "
@@ -103,7 +113,8 @@ def _shapes_test_set(args, config):
     data = config["dataset"]
     dataset = ShapesDataset(args.num_images, resolution=config["damsm"]["image_size"],
                             seed=data["seed"], captions_per_image=data["captions_per_image"],
-                            words_num=data["words_num"], split="test")
+                            words_num=data["words_num"], split="test",
+                            max_objects=data.get("max_objects", 3))
     return dataset, collate_shapes([dataset[i] for i in range(len(dataset))])
 
 
@@ -127,7 +138,8 @@ def run_r_precision(args: argparse.Namespace, ctx: Context) -> dict:
     damsm = ctx.config["damsm"]
     result = r_precision(ctx.image_encoder, ctx.text_encoder, images, batch["captions"],
                          batch["cap_lens"], batch_size=args.batch_size, device=ctx.device,
-                         candidates=args.candidates, runs=args.runs, seed=args.seed,
+                         candidates=args.candidates, runs=1 if args.folds else args.runs,
+                         folds=args.folds, seed=args.seed,
                          score=args.score, top_r=args.top_r, gamma1=damsm["gamma1"],
                          gamma2=damsm["gamma2"], backend=args.backend,
                          caption_classes=batch["class_ids"] if args.mismatch == "class" else None)
@@ -143,13 +155,181 @@ def run_shapes(args: argparse.Namespace, ctx: Context) -> dict:
                                batch=args.batch_size, seed=args.seed, r_runs=args.runs)
 
 
+# ------------------------------------------------------------------ VLMS (VLMGAN)
+def _add_vlms_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("VLMS")
+    group.add_argument("--vlm", default=None, metavar="CKPT",
+                       help="VLMGAN matching block (vlm.pt from --stage vlm; default: --checkpoint "
+                            "when it is a vlm checkpoint)")
+    group.add_argument("--vlms-images", choices=("real", "generated"), default="real",
+                       help="score real test images, or images generated from the captions "
+                            "(needs a GAN checkpoint with netG_ema)")
+
+
+def run_vlms(args: argparse.Namespace, ctx: Context) -> dict:
+    """VLMS of the test pairs (and of shuffled pairs, the chance reference); see metrics/vlms.py."""
+    from attnfast.metrics.vlms import vlms
+    from attnfast.trainer.vlm import load_matching_block
+    path = args.vlm or (args.checkpoint if isinstance(ctx.state, dict) and "msb" in ctx.state else None)
+    if path is None:
+        raise ValueError("--vlms needs the matching block: pass --vlm vlm.pt (from --stage vlm)")
+    msb, _ = load_matching_block(path, ctx.device, ctx.text_encoder)
+    dataset, batch = _shapes_test_set(args, ctx.config)
+    images = batch["images"][0] if args.vlms_images == "real" else _generated_images(args, ctx, dataset)
+    damsm = ctx.config["damsm"]
+    result = vlms(msb, ctx.image_encoder, ctx.text_encoder, images, batch["captions"], batch["cap_lens"],
+                  batch["class_ids"], ctx.config["dataset"]["words_num"], args.batch_size, ctx.device,
+                  damsm["gamma1"], damsm["gamma2"], args.seed)
+    return {**result, "images_kind": args.vlms_images, "vlm_checkpoint": str(path)}
+
+
+# ------------------------------------------------------------------ IS / FID
+def _add_inception_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnfast.metrics.inception_metrics import FID_WEIGHTS, TORCHVISION_WEIGHTS
+    group = parser.add_argument_group("IS / FID (images from --samples DIR, or generated from the "
+                                      "shapes test captions by a GAN --checkpoint)")
+    group.add_argument("--real", metavar="DIR", default=None,
+                       help="real reference images for --fid (default with --checkpoint: the "
+                            "shapes test images); with --paper, 'test-set' takes the data set's "
+                            "test images (cropped as the data pipeline does, at the generator's size)")
+    group.add_argument("--inception-weights", metavar="PATH", default=None,
+                       help=f"local Inception-v3 weights: {FID_WEIGHTS} (pytorch-fid's; "
+                            f"paper-comparable) or {TORCHVISION_WEIGHTS} (torchvision's)")
+    group.add_argument("--inception-variant", choices=("auto", "fid", "torchvision"), default="auto",
+                       help="network of the weights (auto: by the fc size, 1008 = fid)")
+    group.add_argument("--is-splits", type=int, default=10, help="Inception Score splits")
+
+
+def _checkpoint_images(args, ctx: Context, real: bool):
+    """(batch, value_range) pairs of the shapes test set: real images, or generated ones."""
+    dataset, batch = _shapes_test_set(args, ctx.config)
+    images = batch["images"][-1] if real else _generated_images(args, ctx, dataset)
+    return ((chunk, (-1.0, 1.0)) for chunk in images.split(args.batch_size))
+
+
+def _directory_images(directory, batch_size: int):
+    from attnfast.metrics.image_dir import image_files, iter_image_batches
+    return ((chunk, None) for chunk in iter_image_batches(image_files(directory), batch_size))
+
+
+def _dataset_images(dataset, batch_size: int):
+    """(batch, value_range) pairs of a dataset's last-stage images (items' "images"[-1])."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i]["images"][-1] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield torch.stack(items), (-1.0, 1.0)
+
+
+def _inception_results(args: argparse.Namespace, ctx: Context | None) -> dict:
+    """IS and FID asked for, from one pass of the Inception network over the images (cached on
+    ``args``: --is and --fid share it)."""
+    if getattr(args, "_inception_results", None) is not None:
+        return args._inception_results
+    from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
+    from attnfast.trainer.common import pick_device
+    if args.samples is None and (ctx is None or ctx.state is None or "netG_ema" not in ctx.state):
+        raise ValueError("--is/--fid need images: --samples DIR, or a GAN --checkpoint (with netG_ema)")
+    if args.fid and args.real is None and args.samples is not None:
+        raise ValueError("--fid over --samples needs the real reference images: --real DIR")
+    extractor = load_inception_features(args.inception_weights, args.inception_variant,
+                                        ctx.device if ctx is not None else pick_device(args.device))
+    metrics = InceptionMetrics(extractor, inception_score=args.inception_score, fid=args.fid,
+                               splits=args.is_splits)
+    fakes = (_directory_images(args.samples, args.batch_size) if args.samples is not None
+             else _checkpoint_images(args, ctx, real=False))
+    for images, value_range in fakes:
+        metrics.update(images, value_range=value_range)
+    if args.fid:
+        reals = (_directory_images(args.real, args.batch_size) if args.real is not None
+                 else _checkpoint_images(args, ctx, real=True))
+        for images, value_range in reals:
+            metrics.update(images, real=True, value_range=value_range)
+    info = {"inception_weights": str(args.inception_weights), "variant": extractor.variant,
+            "generated": str(args.samples) if args.samples is not None else "checkpoint"}
+    args._inception_results = {name: {**value, **info} for name, value in metrics.compute(args.seed).items()}
+    if args.fid:
+        args._inception_results["fid"]["real"] = str(args.real) if args.real else "shapes test set"
+    return args._inception_results
+
+
+# ------------------------------------------------------------------ the paper's table
+def _add_paper_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("paper table (--netG: the original AttnGAN's released weights "
+                                      "on a test set in AttnGAN's layout)")
+    group.add_argument("--text-encoder", metavar="PATH", help="released DAMSM text_encoder*.pth")
+    group.add_argument("--image-encoder", metavar="PATH", help="released DAMSM image_encoder*.pth")
+    group.add_argument("--data-dir", metavar="DIR", help="data/birds or data/coco (test split)")
+    group.add_argument("--dataset", choices=("birds", "coco"), default="birds")
+    group.add_argument("--num-generated", type=int, default=30000, help="images generated (DM-GAN: 30000)")
+    group.add_argument("--words-num", type=int, default=None,
+                       help="WORDS_NUM (default: 25 birds, 20 COCO, as the original's "
+                            "eval_bird.yml / eval_coco.yml)")
+    group.add_argument("--save-samples", metavar="DIR", default=None, help="also write the images as PNGs")
+
+
+def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
+    """R-precision (DM-GAN protocol, sentence cosine, --folds default 10), IS (with
+    --inception-weights) and FID (with --real too) of released weights in one pass."""
+    from attnfast.data.attngan_layout import AttnGANDataset
+    from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
+    from attnfast.metrics.paper_eval import evaluate_generator
+    from attnfast.models import released
+    from attnfast.trainer.common import pick_device
+    needed = {"--netG": args.netG, "--text-encoder": args.text_encoder,
+              "--image-encoder": args.image_encoder, "--data-dir": args.data_dir}
+    if any(v is None for v in needed.values()):
+        raise ValueError(f"--paper needs {', '.join(k for k, v in needed.items() if v is None)}")
+    device = pick_device(args.device)
+    words_num = args.words_num or (25 if args.dataset == "birds" else 20)
+    text_encoder = released.load_released_text_encoder(args.text_encoder, words_num=words_num).to(device)
+    image_encoder = released.load_released_image_encoder(args.image_encoder).to(device)
+    net_g = released.load_released_generator(args.netG).to(device)
+    dataset = AttnGANDataset(args.data_dir, args.dataset, "test", words_num=words_num,
+                             captions_per_image=10 if args.dataset == "birds" else 5,
+                             multi_res=(64 * 2 ** (net_g.branch_num - 1),))
+    if len(dataset.vocab) != text_encoder.ntoken:
+        raise ValueError(f"{args.data_dir}: vocabulary of {len(dataset.vocab)} words, but "
+                         f"{args.text_encoder} was trained with {text_encoder.ntoken}")
+    inception = None
+    if args.inception_weights is not None:
+        inception = InceptionMetrics(load_inception_features(args.inception_weights,
+                                                             args.inception_variant, device),
+                                     fid=args.real is not None, splits=args.is_splits)
+        reals = (() if args.real is None else _dataset_images(dataset, args.batch_size)
+                 if args.real == "test-set" else _directory_images(args.real, args.batch_size))
+        for images, value_range in reals:
+            inception.update(images, real=True, value_range=value_range)
+    records = dataset.records
+    classes = [r.class_id for r in records] if args.mismatch == "class" else list(range(len(records)))
+    result = evaluate_generator(net_g, text_encoder, image_encoder, [r.captions for r in records],
+                                classes, n_images=args.num_generated, words_num=words_num,
+                                batch_size=args.batch_size, device=device, seed=args.seed,
+                                inception=inception, candidates=args.candidates,
+                                folds=args.folds or 10, backend=args.backend,
+                                save_dir=args.save_samples)
+    return {**result, "test_items": len(records), "words_num": words_num,
+            "inception_weights": args.inception_weights, "real": args.real}
+
+
 METRICS: dict[str, Metric] = {
     "r_precision": Metric("--r-precision", "R-precision of the DAMSM encoders (AttnGAN protocol)",
                           _add_r_precision_arguments, run_r_precision),
     "shapes": Metric("--shapes", "text-image faithfulness of a GAN checkpoint on shapes: attribute "
                      "accuracy, attention pointing game, R-precision of generated images "
                      "(the default for a GAN checkpoint)", lambda parser: None, run_shapes),
+    "vlms": Metric("--vlms", "VLMGAN's vision-language matching score (local + global + general "
+                   "matching, mean) of true and shuffled test pairs", _add_vlms_arguments, run_vlms),
+    "inception_score": Metric("--is", "Inception Score of the generated images (torchmetrics, "
+                              "local Inception weights)", _add_inception_arguments,
+                              lambda args, ctx: _inception_results(args, ctx)["inception_score"]),
+    "fid": Metric("--fid", "FID between the generated and the real images (torchmetrics, local "
+                  "Inception weights)", lambda parser: None,
+                  lambda args, ctx: _inception_results(args, ctx)["fid"]),
+    "paper": Metric("--paper", "the AttnGAN paper's table for released weights (--netG): IS, "
+                    "R-precision (DM-GAN protocol), FID with --real", _add_paper_arguments, run_paper),
 }
+# Metrics that run without an attnfast checkpoint: over --samples DIR, or on released --netG weights.
+IMAGE_METRICS = ("inception_score", "fid")
+RELEASED_METRICS = ("paper",)
 
 
 # ------------------------------------------------------------------ CLI
@@ -162,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="checkpoint with the encoders (see the layout above)")
     source.add_argument("--random-init", action="store_true",
                         help="randomly initialised encoders of the default shapes config (smoke run)")
+    source.add_argument("--samples", metavar="DIR", default=None,
+                        help="a directory of generated images (PNG/JPEG, searched recursively) for "
+                             "--is / --fid")
+    source.add_argument("--netG", metavar="PATH", default=None,
+                        help="the original AttnGAN's released generator (netG_*.pth) for --paper")
     parser.add_argument("--num-images", type=int, default=1000, help="shapes test scenes to evaluate")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -180,14 +365,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     chosen = [name for name in METRICS if getattr(args, name)]
     try:
-        ctx = load_context(args)
+        standalone = {"--samples": (args.samples, IMAGE_METRICS), "--netG": (args.netG, RELEASED_METRICS)}
+        for flag, (value, allowed) in standalone.items():
+            others = [METRICS[n].flag for n in chosen if n not in allowed]
+            if value is not None and (others or not chosen and flag == "--samples"):
+                raise ValueError(f"{flag} is evaluated by {' / '.join(METRICS[n].flag for n in allowed)} "
+                                 f"only{' (not ' + ', '.join(others) + ')' if others else ''}")
+        chosen = chosen or (["paper"] if args.netG is not None else [])
+        ctx = None if args.samples is not None or args.netG is not None else load_context(args)
         if not chosen:  # a GAN checkpoint gets the full shapes evaluation, encoders R-precision
             chosen = ["shapes"] if ctx.state is not None and "netG_ema" in ctx.state else ["r_precision"]
         results = {name: METRICS[name].run(args, ctx) for name in chosen}
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.eval: error: {exc}", file=sys.stderr)
         return 2
-    results["source"] = "random-init" if args.random_init else str(args.checkpoint)
+    results["source"] = ("random-init" if args.random_init else
+                         str(args.samples) if args.samples is not None else
+                         str(args.netG) if args.netG is not None else str(args.checkpoint))
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

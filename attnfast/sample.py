@@ -2,6 +2,9 @@
 
     python -m attnfast.sample --checkpoint runs/shapes/gan.pt --caption "a large red circle in the center" --n 4 --attention
     python -m attnfast.sample --checkpoint runs/shapes/gan.pt --captions captions.txt --batch 64
+    python -m attnfast.sample --checkpoint runs/shapes/gan.pt --interpolate "caption A" "caption B" --steps 8
+    python -m attnfast.sample --checkpoint runs/shapes/gan.pt --style runs/shapes/style.pt \
+        --style-from image.png --caption "a small blue square in the top left"
 
 PNGs are written by a worker thread while the next batch is generated. With ``--attention`` each
 caption also gets the paper's figure: per attentional stage, the image and each word's attention.
@@ -92,32 +95,79 @@ def load_generator(path, device: torch.device):
     return netG.to(device).eval(), text_encoder.to(device).eval(), vocab, config
 
 
+def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device, words_num: int = 25,
+                  mask_mode: str = "attngan"):
+    """The original AttnGAN's released weights as :func:`load_generator` returns a checkpoint: the
+    generator (``netG_*.pth``), the DAMSM text encoder (``text_encoder*.pth``), the vocabulary of
+    the data set's ``captions.pickle`` and a config with words_num / z_dim / branch_num."""
+    from attnfast.data.attngan_text import load_captions_pickle
+    from attnfast.models.released import load_released_generator, load_released_text_encoder
+    if not text_encoder_path or not vocab_path:
+        raise SampleError("--netG needs --text-encoder PATH and --vocab captions.pickle")
+    netG = load_released_generator(netG_path, mask_mode=mask_mode)
+    text_encoder = load_released_text_encoder(text_encoder_path, words_num=words_num)
+    vocab = load_captions_pickle(vocab_path)[2]
+    if len(vocab) != text_encoder.ntoken:
+        raise SampleError(f"{vocab_path} has {len(vocab)} words but {text_encoder_path} was trained "
+                          f"with {text_encoder.ntoken}: not the data set of these weights")
+    config = {"dataset": {"words_num": words_num},
+              "model": {"z_dim": netG.z_dim, "condition_dim": netG.ncf, "branch_num": netG.branch_num}}
+    return netG.to(device), text_encoder.to(device), vocab, config
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "caption"
 
 
 @torch.no_grad()
-def generate(netG, text_encoder, captions, cap_lens, noise, words_num: int, amp: str = "off"):
-    """Images of every stage and attention maps for a batch (see G_NET.forward)."""
+def generate(netG, text_encoder, captions, cap_lens, noise, words_num: int, amp: str = "off", eps=None,
+             packed: bool = True):
+    """Images of every stage and attention maps for a batch (see G_NET.forward); ``eps`` (B, ncf)
+    fixes the CA noise (drawn from the global RNG when None); ``packed=False`` runs the text
+    encoder unpacked (no host sync: CUDA-graph capturable)."""
     from attnfast.engine.amp import autocast
     from attnfast.trainer.common import encode_text
     device = noise.device
-    words, sentence = encode_text(text_encoder, captions.to(device), cap_lens, words_num)
+    words, sentence = encode_text(text_encoder, captions.to(device), cap_lens, words_num, packed=packed)
     with autocast(amp, device):
-        fakes, att_maps, _, _ = netG(noise, sentence.float(), words.float(), captions.to(device) == 0)
+        fakes, att_maps, _, _ = netG(noise, sentence.float(), words.float(), captions.to(device) == 0, eps=eps)
     return [f.float() for f in fakes], [a.float() for a in att_maps]
+
+
+def fixed_noise(config: dict, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise z (count, z_dim) and CA noise eps (count, condition_dim) from a seeded CPU generator."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(count, config["model"]["z_dim"], generator=generator)
+    return noise, torch.randn(count, config["model"]["condition_dim"], generator=generator)
 
 
 def sample(checkpoint, captions: list[str], out_dir, n: int = 1, batch: int = 16, seed: int = 0,
            attention: bool = False, device: torch.device | None = None, amp: str = "off",
-           progress: bool = True) -> dict:
+           progress: bool = True, models=None, fmt: str = "png", fuse: bool = True,
+           graphs: bool = False) -> dict:
+    """Images for ``captions`` (``n`` each) in batches of ``batch``. ``fmt`` "png" writes one PNG per
+    image, "npz" one ``images.npz`` (images uint8 (N, H, W, 3), caption_ids, sample_ids, captions);
+    writing happens on worker threads. ``fuse`` folds G's BatchNorms (fuse_for_inference);
+    ``graphs`` captures G as a CUDA graph on the GPU (attnfast.engine.graphed_generator)."""
+    from functools import partial
+
     from attnfast.data import to_uint8_images
+    from attnfast.engine.graphed_generator import GraphedGenerator
     from attnfast.viz import attention_figure, save_png
     device = device or torch.device("cpu")
     if n < 1 or batch < 1:
         raise SampleError(f"--n and --batch must be >= 1, got {n} and {batch}")
-    netG, text_encoder, vocab, config = load_generator(checkpoint, device)
+    if fmt not in ("png", "npz"):
+        raise SampleError(f"--format must be png or npz, got {fmt!r}")
+    # ``models``: (netG, text_encoder, vocab, config) loaded beforehand, e.g. by load_released.
+    netG, text_encoder, vocab, config = models or load_generator(checkpoint, device)
+    if fuse:
+        from attnfast.models.inference import fuse_for_inference
+        netG = fuse_for_inference(netG)
     words_num = config["dataset"]["words_num"]
+    run = GraphedGenerator(partial(generate, netG, text_encoder, words_num=words_num, amp=amp, packed=not graphs),
+                           min(batch, len(captions) * n), device, graphs,
+                           validate=lambda c, lens: text_encoder._validate(c, lens, words_num))
     ids, lens, kept = encode_captions(captions, vocab, words_num)
     jobs = [(c, k) for c in range(len(captions)) for k in range(n)]
     generator = torch.Generator().manual_seed(seed)
@@ -125,19 +175,23 @@ def sample(checkpoint, captions: list[str], out_dir, n: int = 1, batch: int = 16
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, futures = [], []
+    pages = _NpzPages(len(jobs))
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer:
         bar = tqdm(total=len(jobs), desc="sample", unit="img", disable=not progress)
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
             rows = torch.tensor([c for c, _ in chunk])
-            fakes, att_maps = generate(netG, text_encoder, ids[rows], lens[rows],
-                                       noise[start:start + len(chunk)].to(device), words_num, amp)
+            fakes, att_maps = run(ids[rows], lens[rows], noise[start:start + len(chunk)])
             pixels = to_uint8_images(fakes[-1].cpu())
+            if fmt == "npz":
+                pages.allocate(pixels.shape[1:])
+                futures.append(writer.submit(pages.put, start, pixels))
             for (c, k), image in zip(chunk, pixels):
-                path = out_dir / f"{c:04d}_{_slug(captions[c])}_{k}.png"
-                futures.append(writer.submit(save_png, image, path))
-                written.append(str(path))
+                if fmt == "png":
+                    path = out_dir / f"{c:04d}_{_slug(captions[c])}_{k}.png"
+                    futures.append(writer.submit(save_png, image, path))
+                    written.append(str(path))
                 if attention and k == 0 and att_maps:
                     j = chunk.index((c, k))
                     count = len(kept[c])
@@ -150,6 +204,11 @@ def sample(checkpoint, captions: list[str], out_dir, n: int = 1, batch: int = 16
         bar.close()
         for future in futures:
             future.result()
+        if fmt == "npz":
+            path = out_dir / "images.npz"
+            writer.submit(pages.save, path, [captions[c] for c, _ in jobs], [c for c, _ in jobs],
+                          [k for _, k in jobs]).result()
+            written.append(str(path))
     elapsed = time.perf_counter() - started
     if attention and config["model"]["branch_num"] < 2:
         LOG.warning("attnfast.sample: a 1-stage generator has no word attention to draw")
@@ -157,10 +216,49 @@ def sample(checkpoint, captions: list[str], out_dir, n: int = 1, batch: int = 16
             "images_per_s": len(jobs) / max(elapsed, 1e-9)}
 
 
+class _NpzPages:
+    """The images of an npz output: batches put by worker threads into one (N, H, W, 3) uint8 array."""
+
+    def __init__(self, count: int):
+        self.count, self.images = count, None
+
+    def allocate(self, shape: tuple) -> None:
+        """Called on the main thread before the first put: (count,) + shape uint8."""
+        import numpy as np
+        if self.images is None:
+            self.images = np.zeros((self.count,) + tuple(shape), dtype=np.uint8)
+
+    def put(self, start: int, pixels) -> None:
+        self.images[start:start + len(pixels)] = pixels
+
+    def save(self, path: Path, texts: list, caption_ids: list, sample_ids: list) -> None:
+        import numpy as np
+        from attnfast.engine.files import atomic_write
+        atomic_write(path, lambda stream: np.savez(stream, images=self.images, captions=np.array(texts),
+                                                    caption_ids=np.array(caption_ids),
+                                                    sample_ids=np.array(sample_ids)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m attnfast.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a GAN checkpoint (gan.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a GAN checkpoint (gan.pt)")
+    source.add_argument("--netG", metavar="PATH", help="the original AttnGAN's released generator "
+                        "(netG_*.pth; with --text-encoder and --vocab)")
+    parser.add_argument("--text-encoder", metavar="PATH", help="released text_encoder*.pth (--netG)")
+    parser.add_argument("--vocab", metavar="PICKLE", help="the data set's captions.pickle (--netG)")
+    parser.add_argument("--words-num", type=int, default=25, help="WORDS_NUM for --netG (25: the "
+                        "original's eval_bird.yml; eval_coco.yml: 20)")
+    parser.add_argument("--mask-mode", choices=("attngan", "correct"), default="attngan",
+                        help="word mask of released generators (attngan: as they were trained)")
+    parser.add_argument("--interpolate", nargs=2, metavar=("CAPTION_A", "CAPTION_B"),
+                        help="draw the path from caption A to B with fixed noise as a strip PNG (GAN-INT)")
+    parser.add_argument("--steps", type=int, default=8, help="images along the --interpolate path")
+    parser.add_argument("--style-from", action="append", metavar="IMAGE",
+                        help="style transfer: z = S(IMAGE), drawn with each --caption (repeatable)")
+    parser.add_argument("--style", metavar="CKPT", help="style encoder checkpoint (default: style.pt "
+                        "next to --checkpoint; from --stage style)")
     parser.add_argument("--caption", action="append", help="a caption (repeatable)")
     parser.add_argument("--captions", help="a text file with one caption per line")
     parser.add_argument("--n", type=int, default=1, help="images per caption")
@@ -171,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", nargs="?", const="bf16", default="off", choices=("off", "bf16", "fp16"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--format", choices=("png", "npz"), default="png",
+                        help="one PNG per image, or one images.npz (uint8 N x H x W x 3) for metrics")
+    parser.add_argument("--graphs", action="store_true", help="capture the generator as a CUDA graph (GPU)")
+    parser.add_argument("--no-fuse", action="store_true", help="keep G's BatchNorms (no folding)")
     return parser
 
 
@@ -179,8 +281,25 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        summary = sample(args.checkpoint, read_captions(args), args.out, args.n, args.batch, args.seed,
-                         args.attention, pick_device(args.device), args.amp, not args.no_progress)
+        if args.netG is not None and (args.interpolate or args.style_from):
+            raise SampleError("--interpolate and --style-from need a --checkpoint, not --netG")
+        if args.interpolate:
+            from attnfast.interpolate import interpolation_strip
+            summary = interpolation_strip(args.checkpoint, *args.interpolate, Path(args.out) / "interpolation.png",
+                                          args.steps, args.seed, pick_device(args.device), args.amp)
+        elif args.style_from:
+            from attnfast.style_transfer import style_transfer
+            style = args.style or Path(args.checkpoint).parent / "style.pt"
+            summary = style_transfer(args.checkpoint, style, args.style_from, read_captions(args),
+                                     Path(args.out) / "style_transfer.png", args.seed,
+                                     pick_device(args.device), args.amp)
+        else:
+            models = None if args.netG is None else load_released(
+                args.netG, args.text_encoder, args.vocab, pick_device(args.device), args.words_num,
+                args.mask_mode)
+            summary = sample(args.checkpoint, read_captions(args), args.out, args.n, args.batch, args.seed,
+                             args.attention, pick_device(args.device), args.amp, not args.no_progress,
+                             models, fmt=args.format, fuse=not args.no_fuse, graphs=args.graphs)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.sample: error: {exc}", file=sys.stderr)
         return 2

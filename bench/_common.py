@@ -12,10 +12,12 @@ API (everything a bench needs, nothing more):
                                            before (CUDA); None on CPU (not tracked by torch)
     write_results(name, rows, meta, results_dir=None) -> path   JSON to bench/results/<name>_<kind>.json
     print_table(rows, columns)             aligned text table on stdout
+    backend_env(name)                      context: $ATTNFAST_BACKEND set to ``name`` inside
 
 Timing: on CUDA ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, median);
 on CPU ``time.perf_counter`` around each call, median over the repetitions after warm-up.
 """
+import contextlib
 import datetime
 import json
 import os
@@ -164,3 +166,17 @@ def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -
     print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
     for c in cells:
         print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+
+
+@contextlib.contextmanager
+def backend_env(name: str):
+    """Run the ops with backend ``name`` inside (``$ATTNFAST_BACKEND``, read by every op call)."""
+    old = os.environ.get("ATTNFAST_BACKEND")
+    os.environ["ATTNFAST_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ATTNFAST_BACKEND", None)
+        else:
+            os.environ["ATTNFAST_BACKEND"] = old

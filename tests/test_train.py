@@ -51,10 +51,12 @@ def test_gan_steps_lower_the_losses_on_a_fixed_batch(tmp_path, damsm_checkpoint,
              else ("gan.g_lr=0.002", "gan.d_lr=0.0", "gan.lambda=0.0"))
     trainer = GANTrainer(tiny_config(*rates), tmp_path, torch.device("cpu"), damsm_checkpoint)
     batch = next(trainer.batches())
-    history = [trainer.train_step(batch) for _ in range(20)]
+    # fresh noise every step makes single losses noisy: compare means of the first and last 10
+    # (over 40 seeds the worst last/first ratio was 0.76 for G, well below the 0.9 asked)
+    history = [trainer.train_step(batch) for _ in range(40)]
     mean = lambda name, part: sum(float(h[name]) for h in part) / len(part)
     for name in losses:
-        assert mean(name, history[-4:]) < 0.9 * mean(name, history[:4]), name
+        assert mean(name, history[-10:]) < 0.9 * mean(name, history[:10]), name
     assert all(torch.isfinite(v) for v in history[-1].values())
 
 

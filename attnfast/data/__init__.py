@@ -1,4 +1,5 @@
-"""Datasets and text handling: the built-in shapes dataset, the vocabulary, image grids."""
+"""Datasets and text handling: the built-in shapes dataset, AttnGAN's CUB/COCO layout, caption
+folders, the vocabulary, image grids."""
 from .grid import make_grid_image, save_image_grid, to_uint8_images
 from .shapes import (
     BACKGROUNDS, COLOURS, MAX_CAPTION_WORDS, NUM_CLASSES, POSITIONS, SHAPES, SIZES, Scene,
@@ -6,6 +7,10 @@ from .shapes import (
     parse_background, parse_caption, render_scene, sample_scene, shapes_vocabulary, to_tensor,
 )
 from .vocab import END_TOKEN, PAD_ID, Vocabulary, pad_captions, tokenize
+from .attngan_layout import AttnGANDataset
+from .attngan_skips import BadDataError
+from .caption_folder import CaptionFolderDataset
+from .safe_pickle import UnsafePickleError, load_pickle
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "MAX_CAPTION_WORDS", "NUM_CLASSES", "POSITIONS", "SHAPES", "SIZES",
@@ -13,4 +18,5 @@ __all__ = [
     "object_mask_for_word", "parse_background", "parse_caption", "render_scene", "sample_scene",
     "shapes_vocabulary", "to_tensor", "make_grid_image", "save_image_grid", "to_uint8_images",
     "END_TOKEN", "PAD_ID", "Vocabulary", "pad_captions", "tokenize",
+    "AttnGANDataset", "BadDataError", "CaptionFolderDataset", "UnsafePickleError", "load_pickle",
 ]

@@ -164,9 +164,12 @@ def class_id_of(scene: Scene) -> int:
     return offset + sum(comb(c, j + 1) for j, c in enumerate(combos))
 
 
-def sample_scene(rng: np.random.Generator, resolution: int = 64) -> Scene:
-    """Draw a scene (no captions): 1-3 objects in distinct cells, colours contrasting the background."""
-    n = int(rng.integers(1, MAX_OBJECTS + 1))
+def sample_scene(rng: np.random.Generator, resolution: int = 64, max_objects: int = MAX_OBJECTS) -> Scene:
+    """Draw a scene (no captions): 1 to ``max_objects`` (<= 3) objects in distinct cells, colours
+    contrasting the background."""
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise ValueError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
+    n = int(rng.integers(1, max_objects + 1))
     bg = int(rng.integers(len(_BG_NAMES)))
     cells = rng.permutation(9)[:n]
     shapes = rng.integers(len(SHAPES), size=n)
@@ -383,6 +386,8 @@ class ShapesDataset(Dataset):
             Smaller sides that divide the largest are area-averaged from it; others are rendered.
         caption_index: if set, always use this caption (both splits).
         antialias: anti-aliased edges.
+        max_objects: objects per scene are drawn uniformly from 1..max_objects (default 3; 1 gives
+            the easiest scenes, used by the CPU demo).
 
     ``dataset[i]`` is a dict: ``images`` list of float32 (3, r, r) in [-1, 1], one per
     ``multi_res``; ``caption`` long (words_num,) padded with 0; ``cap_len`` int; ``caption_text``
@@ -393,7 +398,8 @@ class ShapesDataset(Dataset):
     def __init__(self, num_images: int, resolution: int | None = None, seed: int = 0,
                  captions_per_image: int = 5, words_num: int = MAX_CAPTION_WORDS,
                  split: str = "train", multi_res: tuple[int, ...] | None = None,
-                 caption_index: int | None = None, antialias: bool = True):
+                 caption_index: int | None = None, antialias: bool = True,
+                 max_objects: int = MAX_OBJECTS):
         if split not in _SPLIT_IDS:
             raise ValueError(f"split must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
         if num_images < 0 or seed < 0:
@@ -402,6 +408,8 @@ class ShapesDataset(Dataset):
             raise ValueError("captions_per_image and words_num must be >= 1")
         if caption_index is not None and not 0 <= caption_index < captions_per_image:
             raise ValueError(f"caption_index {caption_index} not in [0, {captions_per_image})")
+        if not 1 <= max_objects <= MAX_OBJECTS:
+            raise ValueError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
         if multi_res is None:
             multi_res = (64 if resolution is None else resolution,)
         multi_res = tuple(int(r) for r in multi_res)
@@ -419,6 +427,7 @@ class ShapesDataset(Dataset):
         self.split_id = _SPLIT_IDS[split]
         self.caption_index = caption_index
         self.antialias = antialias
+        self.max_objects = int(max_objects)
         self.epoch = 0
         self.vocab = shapes_vocabulary()
 
@@ -441,7 +450,7 @@ class ShapesDataset(Dataset):
         """Ground truth of item ``i`` (objects with masks at ``resolution``, and all captions)."""
         i = self._check_index(i)
         rng = np.random.default_rng([self.seed, i, self.split_id])
-        scene = sample_scene(rng, self.resolution if resolution is None else resolution)
+        scene = sample_scene(rng, self.resolution if resolution is None else resolution, self.max_objects)
         scene.captions = make_captions(scene, rng, self.captions_per_image)
         return scene
 
@@ -460,9 +469,8 @@ class ShapesDataset(Dataset):
         rng = np.random.default_rng([self.seed, i, self.split_id, _CAPTION_STREAM, self.epoch])
         return int(rng.integers(self.captions_per_image))
 
-    def __getitem__(self, i: int) -> dict:
-        i = self._check_index(i)
-        scene = self.get_scene(i)
+    def _images(self, scene: Scene) -> list[torch.Tensor]:
+        """The item's float32 (3, r, r) images in [-1, 1], one per ``multi_res``."""
         big = render_scene(scene, antialias=self.antialias)
         images = []
         for r in self.multi_res:
@@ -472,6 +480,21 @@ class ShapesDataset(Dataset):
                 images.append(to_tensor(_downsample(big, self.resolution // r)))
             else:
                 images.append(to_tensor(render_scene(scene, r, antialias=self.antialias)))
+        return images
+
+    def __getitem__(self, i: int) -> dict:
+        return self._item(i, with_images=True)
+
+    def text_item(self, i: int) -> dict:
+        """``dataset[i]`` without rendering: the same caption (for the current epoch), class id,
+        index and key, and ``images`` an empty list (the device-resident store of
+        :mod:`attnfast.data.device_store` supplies the images)."""
+        return self._item(i, with_images=False)
+
+    def _item(self, i: int, with_images: bool) -> dict:
+        i = self._check_index(i)
+        scene = self.get_scene(i)
+        images = self._images(scene) if with_images else []
         ci = self._choose_caption(i)
         text = scene.captions[ci]
         ids = self.vocab.encode(text, max_len=self.words_num)

@@ -12,6 +12,22 @@ def amp_dtype(mode: str) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
+def default_mode(device: torch.device) -> str:
+    """The mode a bare ``--amp`` picks: bf16 where the device has it (CPUs, CUDA GPUs from Ampere
+    on), else fp16 with a GradScaler."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "fp16"
+    return "bf16"
+
+
+def resolve(mode: str, device: torch.device) -> str:
+    """``mode`` with "auto" replaced by :func:`default_mode`; other modes checked and kept."""
+    if mode == "auto":
+        return default_mode(device)
+    amp_dtype(mode)
+    return mode
+
+
 def autocast(mode: str, device: torch.device):
     """The autocast context for ``mode`` on ``device`` (a null context when off)."""
     dtype = amp_dtype(mode)

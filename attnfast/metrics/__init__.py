@@ -1,4 +1,7 @@
-"""Metrics: attribute accuracy and attention grounding on shapes, R-precision (DAMSM)."""
+"""Metrics: attribute accuracy and attention grounding on shapes, R-precision (DAMSM), IS and FID
+(torchmetrics, local Inception weights)."""
+from .inception_metrics import InceptionMetrics, load_inception_features, to_uint8_rgb
 from .r_precision import r_precision, r_precision_from_features
 
-__all__ = ["r_precision", "r_precision_from_features"]
+__all__ = ["r_precision", "r_precision_from_features", "InceptionMetrics", "load_inception_features",
+           "to_uint8_rgb"]

@@ -14,11 +14,15 @@ Ranking score (``score=``):
 - ``"both"``: the sum of the two DAMSM logits, gamma3 * (word + sentence); gamma3 does not change
   the ranking, so it is word + sentence.
 
-Differences from the DM-GAN script, on purpose: each run draws its own candidates for every image
-(the script draws once per image and splits 30000 images into 10 folds); mismatching captions are
-any caption other than the true one, or, given ``caption_classes``, captions of another class (the
-script draws from other classes; pass class ids to reproduce that). Ties between the true caption
-and a mismatch count for the true caption, as the script's ``argmax == 0`` does.
+Two protocols: by default each of the ``runs`` draws its own candidates for every image. With
+``folds`` (the DM-GAN protocol: ``folds=10`` over 30,000 generated images) the candidates are drawn
+once per image and the per-image hits are split into ``folds`` consecutive folds of N / folds
+images; mean and std are over the folds. (The DM-GAN script averages
+``R_count[i*3000:(i+1)*3000-1]``, dropping the last image of each fold; here every image counts.)
+Mismatching captions are any caption other than the true one, or, given ``caption_classes``,
+captions of another class (the DM-GAN script draws from other classes; pass class ids to reproduce
+that). Ties between the true caption and a mismatch count for the true caption, as the script's
+``argmax == 0`` does.
 """
 from __future__ import annotations
 
@@ -136,7 +140,8 @@ def r_precision_from_features(regions, codes, words, sentences, cap_lens, *, tru
                               caption_classes=None, image_classes=None, score: str = "word",
                               candidates: int = 100, runs: int = 10, top_r: int = 1, seed: int = 0,
                               gamma1: float = GAMMA1, gamma2: float = GAMMA2, backend=None,
-                              strategy: str = "auto", batch_size: int = 64) -> dict:
+                              strategy: str = "auto", batch_size: int = 64,
+                              folds: int | None = None) -> dict:
     """R-precision from DAMSM features.
 
     Args:
@@ -153,9 +158,11 @@ def r_precision_from_features(regions, codes, words, sentences, cap_lens, *, tru
         gamma1, gamma2: DAMSM's attention and LogSumExp factors; backend: of the fused op.
         strategy: "matrix" (all N x M word scores once), "per_image" (one fused call per image and
             run), "auto" (matrix while M <= runs * candidates, 8x that on CUDA).
+        folds: the DM-GAN protocol (see the module docstring): one draw (``runs`` must be 1),
+            mean and std over ``folds`` folds of the images. None: ``runs`` independent draws.
     Returns:
-        a JSON-serialisable dict: mean, std, runs (the per-run values), score, candidates, top_r,
-        images.
+        a JSON-serialisable dict: mean, std, runs (the per-run values, or per-fold with
+        ``folds``), protocol ("runs" or "folds"), score, candidates, top_r, images.
     """
     n_img, n_cap, uses_word, uses_sentence = _check_inputs(regions, codes, words, sentences,
                                                            cap_lens, score)
@@ -164,6 +171,9 @@ def r_precision_from_features(regions, codes, words, sentences, cap_lens, *, tru
     if not 1 <= top_r <= candidates or candidates < 2 or runs < 1:
         raise ValueError(f"need candidates >= 2, 1 <= top_r <= candidates, runs >= 1; got "
                          f"candidates={candidates}, top_r={top_r}, runs={runs}")
+    if folds is not None and (runs != 1 or not 1 <= folds <= n_img):
+        raise ValueError(f"folds (the DM-GAN protocol) draws once: needs runs=1 and 1 <= folds <= "
+                         f"images ({n_img}); got runs={runs}, folds={folds}")
     true_caption = (torch.arange(n_img) if true_caption is None
                     else torch.as_tensor(true_caption).reshape(-1).long().cpu())
     if true_caption.shape[0] != n_img or int(true_caption.min()) < 0 or int(true_caption.max()) >= n_cap:
@@ -181,7 +191,7 @@ def r_precision_from_features(regions, codes, words, sentences, cap_lens, *, tru
         generator = torch.Generator().manual_seed(int(seed) + run)
         cand = draw_candidates(true_caption, n_cap, candidates, generator, caption_classes,
                                image_classes)
-        hits = 0
+        hits = []                                                         # (N,) per image
         for s in range(0, n_img, batch_size):
             img, c = images[s:s + batch_size], cand[s:s + batch_size]
             total = torch.zeros(c.shape, dtype=torch.float32)
@@ -191,10 +201,13 @@ def r_precision_from_features(regions, codes, words, sentences, cap_lens, *, tru
                 total += _sentence_scores(codes[img.to(codes.device)],
                                           sentences, c.to(sentences.device)).cpu()
             rank = (total[:, 1:] > total[:, :1]).sum(1)                   # ties go to the truth
-            hits += int((rank < top_r).sum())
-        results.append(hits / n_img)
+            hits.append((rank < top_r).double())
+        hits = torch.cat(hits)
+        results += ([float(f.mean()) for f in hits.tensor_split(folds)] if folds
+                    else [float(hits.mean())])
     return {"mean": float(np.mean(results)), "std": float(np.std(results)), "runs": results,
-            "score": score, "candidates": candidates, "top_r": top_r, "images": n_img}
+            "protocol": "folds" if folds else "runs", "score": score, "candidates": candidates,
+            "top_r": top_r, "images": n_img}
 
 
 @contextlib.contextmanager

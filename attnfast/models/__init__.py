@@ -8,6 +8,10 @@ from .image_encoder import CNN_ENCODER, SmallImageEncoder, image_encoder
 from .inception import Inception3, inception_v3_features, load_inception_weights
 from .init import weights_init
 from .text_encoder import RNN_ENCODER
+from .style_encoder import StyleEncoder
+from .vlmgan import MatchingScoreBlock
+from .released import (ReleasedWeightsError, load_released_generator, load_released_image_encoder,
+                       load_released_text_encoder)
 
 from .inference import fuse_for_inference
 
@@ -16,5 +20,6 @@ __all__ = [
     "inception_v3_features", "load_inception_weights", "CA_NET", "KL_loss", "INIT_STAGE_G",
     "NEXT_STAGE_G", "GET_IMAGE_G", "G_NET", "Block3x3_leakRelu", "downBlock",
     "encode_image_by_16times", "D_GET_LOGITS", "D_NET64", "D_NET128", "D_NET256", "D_NET",
-    "weights_init", "fuse_for_inference",
+    "weights_init", "fuse_for_inference", "ReleasedWeightsError", "load_released_generator",
+    "load_released_text_encoder", "load_released_image_encoder", "StyleEncoder", "MatchingScoreBlock",
 ]

@@ -91,7 +91,7 @@ class RNN_ENCODER(nn.Module):  # noqa: N801 - the original's name
         return lengths
 
     def forward(self, captions: torch.Tensor, cap_lens, hidden=None, mask=None, *,
-                total_length: int | None = None):
+                total_length: int | None = None, packed: bool = True):
         """Encode padded captions.
 
         Args:
@@ -101,11 +101,16 @@ class RNN_ENCODER(nn.Module):  # noqa: N801 - the original's name
             mask: unused (kept for the original's signature).
             total_length: pad the word features to this length (>= max(cap_lens)) for static
                 shapes; None pads to max(cap_lens) as the original.
+            packed: True runs the RNN on a packed sequence (the original). False runs it
+                unpacked over all T padded positions (static shapes, no host sync, CUDA-graph
+                capturable; see :meth:`_unpacked`); the results are the same up to float rounding.
         Returns:
             words_emb (B, nhidden_total, T') with zeros past each caption's length, and
             sent_emb (B, nhidden_total): the final hidden states of the last layer, both
             directions, in the input order.
         """
+        if not packed:
+            return self._unpacked(captions, cap_lens, hidden, total_length)
         lengths = self._validate(captions, cap_lens, total_length)
         emb = self.drop(self.encoder(captions))                           # (B, T, ninput)
         # enforce_sorted=False sorts inside and restores the input order of outputs and h_n.
@@ -119,3 +124,71 @@ class RNN_ENCODER(nn.Module):  # noqa: N801 - the original's name
         sent_emb = h_n[-self.num_directions:].transpose(0, 1).contiguous()  # (B, dirs, nhidden)
         sent_emb = sent_emb.view(-1, self.nhidden * self.num_directions)  # (B, dirs*nhidden)
         return words_emb, sent_emb
+
+    def _unpacked(self, captions: torch.Tensor, cap_lens, hidden, total_length: int | None):
+        """The packed forward's results without packing: every row runs all T steps.
+
+        The forward direction reads the padded row as is (its outputs up to cap_len - 1 are the
+        packed ones). The backward direction must start at each row's last word, so it runs on
+        the row reversed within its length (position t <- cap_len - 1 - t; padding stays at the
+        end) and its outputs are put back with the same involutive index. Word outputs past
+        cap_len are zeroed and the sentence embedding is each direction's output at step
+        cap_len - 1 (its final hidden state). Values are checked only where a host read is allowed.
+
+        captions (B, T) long; cap_lens (B,) integer, any device. Returns words (B, E, T') with
+        T' = total_length or T, and sentence (B, E), in the RNN's dtype.
+        """
+        check.tensor("captions", captions, 2, "(B, T) token ids", floating=False)
+        batch, num_words = captions.shape
+        if not torch.is_tensor(cap_lens):
+            cap_lens = torch.as_tensor(cap_lens)
+        check.tensor("cap_lens", cap_lens, 1, f"(B,) = ({batch},)", floating=False)
+        check.size("cap_lens", cap_lens, 0, batch, f"(B,) = ({batch},)", "B of captions")
+        if check.may_sync(captions) and check.may_sync(cap_lens):
+            self._validate(captions, cap_lens, None)
+        out_len = num_words if total_length is None else int(total_length)
+        if out_len < num_words:
+            raise ValueError(f"total_length must be >= T = {num_words} with packed=False, got {out_len}")
+        lens = cap_lens.to(device=captions.device, dtype=torch.long)
+        steps = torch.arange(num_words, device=captions.device)
+        valid = steps[None, :] < lens[:, None]                                # (B, T)
+        reverse_index = torch.where(valid, lens[:, None] - 1 - steps[None, :], steps[None, :])
+        last = (lens - 1).clamp(min=0)[:, None, None]                         # (B, 1, 1)
+        if hidden is None:
+            hidden = self.init_hidden(batch)
+        h0 = hidden if self.rnn_type == "GRU" else None
+        layer_input = self.drop(self.encoder(captions))                       # (B, T, ninput)
+        finals = []
+        for layer in range(self.nlayers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                state = (h0[k:k + 1],) if h0 is not None else (hidden[0][k:k + 1], hidden[1][k:k + 1])
+                seq = layer_input if direction == 0 else _gather_time(layer_input, reverse_index)
+                out = self._run_direction(seq, state, layer, direction)          # (B, T, nhidden)
+                finals.append(out.gather(1, last.expand(-1, 1, out.shape[2]))[:, 0])
+                outputs.append(out if direction == 0 else _gather_time(out, reverse_index))
+            layer_input = torch.cat(outputs, dim=2)                           # (B, T, dirs*nhidden)
+            if layer + 1 < self.nlayers and self.training and self.drop_prob > 0:
+                layer_input = nn.functional.dropout(layer_input, self.drop_prob, training=True)
+        words = layer_input.masked_fill(~valid[:, :, None], 0.0)
+        if out_len > num_words:
+            words = nn.functional.pad(words, (0, 0, 0, out_len - num_words))
+        sent_emb = torch.cat(finals[-self.num_directions:], dim=1)            # (B, dirs*nhidden)
+        return words.transpose(1, 2), sent_emb
+
+    def _run_direction(self, seq: torch.Tensor, state: tuple, layer: int, direction: int) -> torch.Tensor:
+        """One layer, one direction of ``self.rnn`` over (B, T, F) -> (B, T, nhidden), batch first."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        rnn = self.rnn
+        params = [getattr(rnn, f"weight_ih{suffix}"), getattr(rnn, f"weight_hh{suffix}")]
+        if rnn.bias:
+            params += [getattr(rnn, f"bias_ih{suffix}"), getattr(rnn, f"bias_hh{suffix}")]
+        if self.rnn_type == "LSTM":
+            return torch.lstm(seq, state, params, rnn.bias, 1, 0.0, False, False, True)[0]
+        return torch.gru(seq, state[0], params, rnn.bias, 1, 0.0, False, False, True)[0]
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, T, F) with its time axis permuted per row: out[b, t] = x[b, index[b, t]]."""
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))

@@ -4,6 +4,7 @@ from .attention import (MASK_MODES, expand_word_mask, global_attention_general_o
                         word_region_attention)
 from .blocks import (BatchNormParams, batch_norm, bn_glu, glu, res_block, subpixel_weight,
                      up_block, up_conv_subpixel)
+from .colour_consistency import colour_consistency_loss, colour_statistics
 from .conditioning import ca_encode, kl_loss, reparametrize
 from .damsm import (GAMMA1, GAMMA2, GAMMA3, class_mask, cosine_similarity, damsm_scores,
                     func_attention, matched_attention, matching_losses, sent_loss, sentence_scores,

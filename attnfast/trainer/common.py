@@ -32,19 +32,43 @@ def stage_resolutions(config: dict) -> tuple[int, ...]:
     return tuple(64 * 2 ** i for i in range(branches))
 
 
-def build_dataset(config: dict, split: str, resolutions: tuple[int, ...]):
+DATASETS = ("shapes", "birds", "coco", "folder")
+
+
+def build_dataset(config: dict, split: str, resolutions: tuple[int, ...], vocab=None):
+    """The ``split`` of ``dataset.name``; ``vocab`` (e.g. a DAMSM checkpoint's) encodes the
+    captions of birds/coco/folder (default: the data set's own; shapes' vocabulary is fixed)."""
     from attnfast.data import ShapesDataset
     data = config["dataset"]
+    if data["name"] in ("birds", "coco"):
+        from attnfast.data.attngan_layout import AttnGANDataset
+        return AttnGANDataset(data["data_dir"], data["name"], split, multi_res=resolutions,
+                              words_num=data["words_num"], captions_per_image=data["captions_per_image"],
+                              vocab=vocab, strict=data["strict"], seed=data["seed"])
+    if data["name"] == "folder":
+        from attnfast.data.caption_folder import CaptionFolderDataset
+        return CaptionFolderDataset(data["data_dir"], split, multi_res=resolutions,
+                                    words_num=data["words_num"], vocab=vocab, strict=data["strict"],
+                                    seed=data["seed"])
     if data["name"] != "shapes":
-        raise ValueError(f"dataset.name {data['name']!r} is not supported by this trainer (shapes)")
+        raise ValueError(f"dataset.name must be one of {DATASETS}, got {data['name']!r}")
     size = data["train_size"] if split == "train" else data["test_size"]
     return ShapesDataset(size, resolution=max(resolutions), seed=data["seed"],
                          captions_per_image=data["captions_per_image"], words_num=data["words_num"],
-                         split=split, multi_res=resolutions)
+                         split=split, multi_res=resolutions, max_objects=data["max_objects"])
 
 
 def build_vocabulary(config: dict):
+    """The vocabulary of ``dataset.name`` (birds/coco: captions.pickle's, built and saved when
+    absent; folder: built from the training captions)."""
     from attnfast.data import shapes_vocabulary
+    data = config["dataset"]
+    if data["name"] in ("birds", "coco"):
+        from attnfast.data.attngan_layout import attngan_vocabulary
+        return attngan_vocabulary(data["data_dir"], data["name"], data["captions_per_image"], data["strict"])
+    if data["name"] == "folder":
+        from attnfast.data.caption_folder import folder_vocabulary
+        return folder_vocabulary(data["data_dir"], data["strict"])
     return shapes_vocabulary()
 
 
@@ -65,10 +89,12 @@ def build_image_encoder(config: dict):
     return image_encoder(kind, nef=model["embedding_dim"], ndf=model["small_encoder_width"])
 
 
-def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int):
-    """words (B, E, words_num) padded to the fixed length, sentence (B, E)."""
+def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int,
+                packed: bool = True):
+    """words (B, E, words_num) padded to the fixed length, sentence (B, E). ``packed=False`` runs
+    the RNN unpacked over the padded batch (static shapes, no host sync; CUDA-graph capturable)."""
     hidden = text_encoder.init_hidden(captions.shape[0])
-    return text_encoder(captions, cap_lens, hidden, total_length=words_num)
+    return text_encoder(captions, cap_lens, hidden, total_length=words_num, packed=packed)
 
 
 def check_finite(losses: dict, step: int) -> None:
@@ -99,14 +125,24 @@ class StepLoop:
 
     A trainer provides ``kind``, ``config``, ``out_dir``, ``step``, ``train_step(batch) -> dict of
     loss tensors`` (checked before its optimiser steps), ``state_dict()`` and ``on_sample(step)``.
+    A trainer may set ``is_main`` False (a data-parallel rank other than 0: it writes no checkpoint,
+    log or sample) and override ``flush_checks()`` (called before every log and checkpoint: a step
+    that defers its finite checks, the CUDA-graph path, raises there).
     """
 
     kind = "base"
+    is_main = True
+
+    def flush_checks(self) -> None:
+        pass
 
     def checkpoint_path(self) -> Path:
         return self.out_dir / f"{self.kind}.pt"
 
     def save(self) -> Path:
+        self.flush_checks()
+        if not self.is_main:
+            return self.checkpoint_path()
         state = self.state_dict()
         state.update({"format": "attnfast", "kind": self.kind, "step": self.step,
                       "config": self.config, "rng": ckpt.rng_state()})
@@ -117,7 +153,7 @@ class StepLoop:
         log = JsonLog(self.out_dir / f"{self.kind}_log.jsonl")
         last: dict = {}
         started, first_step = time.perf_counter(), self.step
-        bar = tqdm(total=total_steps, initial=self.step, desc=self.kind, disable=not progress,
+        bar = tqdm(total=total_steps, initial=self.step, desc=self.kind, disable=not (progress and self.is_main),
                    dynamic_ncols=True)
         while self.step < total_steps:
             batch = next(batches)
@@ -125,13 +161,15 @@ class StepLoop:
             self.step += 1
             bar.update(1)
             if self.step % train["log_every"] == 0 or self.step == total_steps:
+                self.flush_checks()
                 last = {k: float(v) for k, v in losses.items()}
                 rate = (self.step - first_step) / max(time.perf_counter() - started, 1e-9)
-                log.write({"step": self.step, **last, "steps_per_s": rate, "time": time.time()})
+                if self.is_main:
+                    log.write({"step": self.step, **last, "steps_per_s": rate, "time": time.time()})
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:4]})
             if self.step % train["checkpoint_every"] == 0 or self.step == total_steps:
                 self.save()
-            if self.step % train["sample_every"] == 0 or self.step == total_steps:
+            if self.is_main and (self.step % train["sample_every"] == 0 or self.step == total_steps):
                 self.on_sample(self.step)
         bar.close()
         elapsed = time.perf_counter() - started

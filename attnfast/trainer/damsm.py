@@ -29,7 +29,9 @@ def damsm_lr(config: dict, epoch: int) -> float:
 class DAMSMTrainer(common.StepLoop):
     kind = "damsm"
 
-    def __init__(self, config: dict, out_dir: str | Path, device: torch.device, amp: str = "off"):
+    def __init__(self, config: dict, out_dir: str | Path, device: torch.device, amp: str = "off", speed=None):
+        """``speed``: :class:`attnfast.trainer.speed.SpeedOptions`; only its dataset-on-device fields
+        apply here (the training images on the device, see :mod:`attnfast.data.device_store`)."""
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.vocab = common.build_vocabulary(config)
@@ -41,8 +43,10 @@ class DAMSMTrainer(common.StepLoop):
         self.optimizer = torch.optim.Adam(params, lr=damsm["lr"], betas=tuple(damsm["betas"]))
         self.scaler, self.autocast = common.make_scaler_and_autocast(amp, device)
         self.step = 0
-        self.dataset = common.build_dataset(config, "train", (damsm["image_size"],))
+        self.dataset = common.build_dataset(config, "train", (damsm["image_size"],), vocab=self.vocab)
         self.per_epoch = steps_per_epoch(len(self.dataset), damsm["batch_size"])
+        self.image_store = None if speed is None else speed.image_store(self.dataset, device,
+                                                                        config["dataset"]["num_workers"])
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -94,7 +98,7 @@ class DAMSMTrainer(common.StepLoop):
     def batches(self):
         return step_batches(self.dataset, self.config["damsm"]["batch_size"],
                             self.config["train"]["seed"], self.step, _collate(),
-                            self.config["dataset"]["num_workers"])
+                            self.config["dataset"]["num_workers"], store=self.image_store)
 
 
 def _collate():
@@ -103,10 +107,11 @@ def _collate():
 
 
 def train_damsm(config: dict, out_dir, device, amp="off", resume=None, steps=None,
-                progress=True) -> dict:
-    """Run (or resume) DAMSM pretraining to ``steps`` (default damsm.steps); returns a summary."""
+                progress=True, speed=None) -> dict:
+    """Run (or resume) DAMSM pretraining to ``steps`` (default damsm.steps); returns a summary.
+    ``speed``: see :class:`DAMSMTrainer`."""
     torch.manual_seed(config["train"]["seed"])
-    trainer = DAMSMTrainer(config, out_dir, device, amp)
+    trainer = DAMSMTrainer(config, out_dir, device, amp, speed=speed)
     if resume is not None:
         trainer.load_state_dict(ckpt.load(resume, map_location=device, kind="damsm"))
     total = int(steps if steps is not None else config["damsm"]["steps"])

@@ -14,9 +14,11 @@ import torch
 
 from attnfast import ops
 from attnfast.engine import checkpoint as ckpt
-from attnfast.reference import discriminator_loss_from_logits, generator_adv_loss_from_logits, kl_loss
-from . import common
+from attnfast.reference import (discriminator_loss_from_logits, generator_adv_loss_from_logits, kl_loss,
+                                matching_losses)
+from . import common, distributed
 from .batches import step_batches
+from .generator_extras import GeneratorExtras
 
 
 class ParameterEMA:
@@ -78,9 +80,13 @@ class GANTrainer(common.StepLoop):
     kind = "gan"
 
     def __init__(self, config: dict, out_dir: str | Path, device: torch.device, damsm_path,
-                 amp: str = "off"):
+                 amp: str = "off", speed=None, dist=None):
         from attnfast.models import weights_init
+        from .speed import SpeedOptions
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
+        self.speed = speed or SpeedOptions()
+        self.dist = dist or distributed.DistContext()
+        self.is_main = self.dist.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.damsm_path = str(damsm_path)
         self.text_encoder, self.image_encoder, self.vocab = load_damsm_encoders(damsm_path, config, device)
@@ -88,16 +94,24 @@ class GANTrainer(common.StepLoop):
         self.netG.apply(weights_init)
         self.netG.to(device)
         self.netsD = [d.apply(weights_init).to(device) for d in build_discriminators(config)]
+        self.netG, self.netsD = self.speed.prepare_models(self.netG, self.netsD, self.image_encoder, device,
+                                                          self.dist)
         gan = config["gan"]
         betas = tuple(gan["betas"])
-        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=gan["g_lr"], betas=betas)
-        self.optimizersD = [torch.optim.Adam(d.parameters(), lr=gan["d_lr"], betas=betas) for d in self.netsD]
+        self.optimizerG = self.speed.adam(self.netG.parameters(), gan["g_lr"], betas, device)
+        self.optimizersD = [self.speed.adam(d.parameters(), gan["d_lr"], betas, device) for d in self.netsD]
         self.ema = ParameterEMA(self.netG, gan["ema"])
+        self.speed.compile_models(self.netG, self.netsD, self.image_encoder)
         self.scaler, self.autocast = common.make_scaler_and_autocast(amp, device)
         self.step = 0
         self.resolutions = common.stage_resolutions(config)
-        self.dataset = common.build_dataset(config, "train", self.resolutions)
+        self.dataset = common.build_dataset(config, "train", self.resolutions, vocab=self.vocab)
+        self.image_store = self.speed.image_store(self.dataset, device, config["dataset"]["num_workers"],
+                                                  progress=self.is_main)
         self._fixed = None
+        self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
+        self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"])
+        self.graphed = self.speed.graphed_step(self)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -127,10 +141,10 @@ class GANTrainer(common.StepLoop):
         ckpt.set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ one step
-    def _text(self, captions, cap_lens):
+    def _text(self, captions, cap_lens, packed: bool = True):
         with torch.no_grad():
             words, sentence = common.encode_text(self.text_encoder, captions, cap_lens,
-                                                 self.config["dataset"]["words_num"])
+                                                 self.config["dataset"]["words_num"], packed=packed)
         return words.float(), sentence.float(), captions == 0
 
     def _d_logits(self, netD, features, sentence):
@@ -138,18 +152,62 @@ class GANTrainer(common.StepLoop):
         uncond = netD.UNCOND_DNET(features, logits=True) if netD.UNCOND_DNET is not None else None
         return cond, uncond
 
-    def train_step(self, batch: dict) -> dict:
-        gan, damsm = self.config["gan"], self.config["damsm"]
+    def step_inputs(self, batch: dict) -> dict:
+        """A collated batch as the step's inputs: captions (B, T) on the device, cap_lens and
+        class_ids (B,) as given, reals [(B, 3, r, r)] on the device, and ``text`` = words (B, E, T),
+        sentence (B, E) float32 and mask (B, T) bool, from the text cache when it is on."""
         captions = batch["captions"].to(self.device)
-        cap_lens = batch["cap_lens"]
-        class_ids = batch["class_ids"]
-        reals = [img.to(self.device, non_blocking=True) for img in batch["images"]]
-        size = captions.shape[0]
-        words, sentence, mask = self._text(captions, cap_lens)
-        noise = torch.randn(size, self.config["model"]["z_dim"], device=self.device)
+        reals = [self.speed.images_to_device(img, self.device) for img in batch["images"]]
+        if self.text_cache is not None and "indices" in batch and "caption_indices" in batch:
+            words, sentence = self.text_cache.lookup(batch["captions"], batch["cap_lens"], batch["indices"],
+                                                     batch["caption_indices"])
+            text = (words, sentence, captions == 0)
+        else:
+            text = self._text(captions, batch["cap_lens"])
+        return {"captions": captions, "cap_lens": batch["cap_lens"], "class_ids": batch["class_ids"],
+                "reals": reals, "text": text}
+
+    def draw_noise(self, size: int, out: torch.Tensor | None = None, width: int | None = None) -> torch.Tensor:
+        """(size, width) standard normal noise (width: z_dim by default). With several ranks every
+        rank draws the global batch's noise and keeps its rows, so the ranks' RNG states stay equal
+        and together they use exactly the noise of one process on the global batch. ``out``
+        (size * world, width) is filled in place (the CUDA-graph path)."""
+        from .distributed import rank_slice
+        world = self.dist.world
+        shape = (size * world, width or self.config["model"]["z_dim"])
+        noise = out.normal_() if out is not None else torch.randn(shape, device=self.device)
+        return noise[rank_slice(size * world, self.dist)] if world > 1 else noise
+
+    def train_step(self, batch: dict) -> dict:
+        """One D + G iteration on a collated batch; returns the losses (0-d tensors)."""
+        if self.graphed is not None:
+            return self.graphed(batch)
+        return self.eager_step(batch)
+
+    def flush_checks(self) -> None:
+        if self.graphed is not None:
+            self.graphed.flush_checks()
+
+    def eager_step(self, batch: dict) -> dict:
+        """The step op by op, each loss checked before its optimiser step (the original's order)."""
+        inputs = self.step_inputs(batch)
+        noise = self.draw_noise(inputs["captions"].shape[0])
+        fakes, mu, logvar, losses = self.d_step(inputs, noise, check=True)
+        losses = self.g_step(inputs, noise, fakes, mu, logvar, losses, check=True)
+        self.ema.update(self.netG)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def d_step(self, inputs: dict, noise: torch.Tensor, check: bool = True):
+        """G's forward and one update of every D (on the detached fakes). ``check`` reads the
+        losses back before each optimiser step (host sync); the CUDA-graph path passes False and
+        checks flags every N steps instead. Returns fakes, mu, logvar and the D losses."""
+        reals, (words, sentence, mask) = inputs["reals"], inputs["text"]
+        size = noise.shape[0]
         self.netG.train()
+        # several ranks: CA's noise too is the global batch's, sliced (else every rank drew the same)
+        eps = self.draw_noise(size, width=self.config["model"]["condition_dim"]) if self.dist.enabled else None
         with self.autocast():
-            fakes, _, mu, logvar = self.netG(noise, sentence, words, mask)
+            fakes, _, mu, logvar = self.netG(noise, sentence, words, mask, eps=eps)
 
         losses = {}
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD)):
@@ -162,11 +220,22 @@ class GANTrainer(common.StepLoop):
                 wrong_cond = netD.COND_DNET(real_features[:size - 1], sentence[1:size], logits=True)
             errD = discriminator_loss_from_logits(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
             losses[f"errD{i}"] = errD
-            common.check_finite({f"errD{i}": errD}, self.step + 1)
+            if check:
+                common.check_finite({f"errD{i}": errD}, self.step + 1)
             optD.zero_grad(set_to_none=True)
             self.scaler.scale(errD).backward()
+            distributed.average_gradients(netD.parameters(), self.dist)
             self.scaler.step(optD)
+        return fakes, mu, logvar, losses
 
+    def g_step(self, inputs: dict, noise, fakes, mu, logvar, losses: dict, check: bool = True) -> dict:
+        """G's update against the (updated) discriminators plus DAMSM and KL terms; returns ``losses``
+        with the G terms added. The words loss is ops.damsm_scores + the matching cross-entropies
+        (ops.words_loss without its attention maps, which training never reads)."""
+        gan, damsm = self.config["gan"], self.config["damsm"]
+        reals, (words, sentence, mask) = inputs["reals"], inputs["text"]
+        cap_lens, class_ids = inputs["cap_lens"], inputs["class_ids"]
+        size = noise.shape[0]
         for netD in self.netsD:
             netD.requires_grad_(False)
         labels = torch.arange(size, device=self.device)
@@ -179,20 +248,29 @@ class GANTrainer(common.StepLoop):
                 errG = errG + adv
             regions, image_code = self.image_encoder(fakes[-1])
         regions, image_code = regions.float(), image_code.float()
-        w0, w1, _ = ops.words_loss(regions, words, labels, cap_lens, class_ids, size,
-                                   damsm["gamma1"], damsm["gamma2"], damsm["gamma3"])
+        scores = ops.damsm_scores(regions, words, cap_lens, damsm["gamma1"], damsm["gamma2"]) * damsm["gamma3"]
+        w0, w1 = matching_losses(scores, labels, class_ids)
         s0, s1 = ops.sent_loss(image_code, sentence, labels, class_ids, size, gamma3=damsm["gamma3"])
         kl = kl_loss(mu.float(), logvar.float())
         losses.update({"w_loss": (w0 + w1) * gan["lambda"], "s_loss": (s0 + s1) * gan["lambda"], "kl": kl})
         errG = errG + losses["w_loss"] + losses["s_loss"] + kl
+        extra = self.extras.terms(self, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
+                                  regions, image_code)
+        for name, value in extra.items():
+            losses[name] = value
+            errG = errG + value
         losses["errG"] = errG
-        common.check_finite({"errG": errG, "kl": kl}, self.step + 1)
+        if check:
+            common.check_finite({"errG": errG, "kl": kl}, self.step + 1)
         self.optimizerG.zero_grad(set_to_none=True)
         self.scaler.scale(errG).backward()
+        distributed.average_gradients(self.netG.parameters(), self.dist)
         self.scaler.step(self.optimizerG)
         self.scaler.update()
-        self.ema.update(self.netG)
-        return {k: v.detach() for k, v in losses.items()}
+        if self.dist.enabled:  # BatchNorm statistics follow rank 0 (DDP's broadcast_buffers)
+            for model in [self.netG, *self.netsD]:
+                distributed.broadcast_module(model, self.dist, buffers_only=True)
+        return losses
 
     # ------------------------------------------------------------------ samples
     def fixed_inputs(self):
@@ -200,7 +278,7 @@ class GANTrainer(common.StepLoop):
         if self._fixed is None:
             from attnfast.data import collate_shapes
             count = self.config["train"]["grid_size"]
-            test = common.build_dataset(self.config, "test", (self.resolutions[0],))
+            test = common.build_dataset(self.config, "test", (self.resolutions[0],), vocab=self.vocab)
             batch = collate_shapes([test[i] for i in range(count)])
             generator = torch.Generator().manual_seed(self.config["train"]["seed"] + 12345)
             noise = torch.randn(count, self.config["model"]["z_dim"], generator=generator)
@@ -223,19 +301,24 @@ class GANTrainer(common.StepLoop):
     def batches(self):
         from attnfast.data import collate_shapes
         return step_batches(self.dataset, self.config["gan"]["batch_size"], self.config["train"]["seed"],
-                            self.step, collate_shapes, self.config["dataset"]["num_workers"])
+                            self.step, collate_shapes, self.config["dataset"]["num_workers"], dist=self.dist,
+                            pin_memory=self.device.type == "cuda", store=self.image_store)
 
 
 def train_gan(config: dict, out_dir, device, damsm_path, amp="off", resume=None, steps=None,
-              progress=True) -> dict:
-    """Run (or resume) AttnGAN training to ``steps`` (default gan.steps); returns a summary."""
+              progress=True, speed=None, dist=None) -> dict:
+    """Run (or resume) AttnGAN training to ``steps`` (default gan.steps); returns a summary.
+
+    ``speed``: :class:`attnfast.trainer.speed.SpeedOptions` (graphs, compile, text cache, ...);
+    ``dist``: the :class:`attnfast.trainer.distributed.DistContext` of a torchrun launch (every rank
+    loads ``resume``; only rank 0 writes)."""
     torch.manual_seed(config["train"]["seed"])
     if resume is not None:
         state = ckpt.load(resume, map_location=device, kind="gan")
         damsm_path = damsm_path or state["damsm_checkpoint"]
     if damsm_path is None:
         raise ValueError("GAN training needs the DAMSM encoders: pass --damsm CKPT (from --stage damsm)")
-    trainer = GANTrainer(config, out_dir, device, damsm_path, amp)
+    trainer = GANTrainer(config, out_dir, device, damsm_path, amp, speed=speed, dist=dist)
     if resume is not None:
         trainer.load_state_dict(state)
     total = int(steps if steps is not None else config["gan"]["steps"])

@@ -1,0 +1,119 @@
+"""The GAN trainer's speed options (issue 8) and how each one changes the models and optimisers.
+
+One dataclass, set from ``python -m attnfast.train`` flags (``--graphs``, ``--compile``,
+``--text-cache-mb``, ``--channels-last``, ``--sync-bn``, ``--dataset-on-device``); the defaults train exactly as before
+except that the frozen text encoder's outputs are cached per caption (see
+:mod:`attnfast.trainer.text_cache`).
+"""
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from . import distributed
+
+LOG = logging.getLogger("attnfast")
+
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+@dataclass
+class SpeedOptions:
+    """graphs: capture the step as CUDA graphs (:mod:`attnfast.trainer.graphs`); graph_warmup: eager
+    steps before the capture. compile: ``torch.compile`` G, every D (trunk and heads) and the image
+    encoder with ``compile_backend``. text_cache_mb: memory bound of the per-caption text feature
+    cache (0 = off). channels_last: store 4-D weights and real images NHWC (None = off; measure
+    with bench/train_bench.py). sync_bn: SyncBatchNorm across ranks (CUDA only).
+    dataset_on_device_mb: memory budget of the device-resident training images (0 = off; see
+    :mod:`attnfast.data.device_store`), dataset_dtype: their storage, "uint8" or "float32"."""
+
+    graphs: bool = False
+    graph_warmup: int = 3
+    compile: bool = False
+    compile_backend: str = "inductor"
+    text_cache_mb: float = 1024.0
+    channels_last: bool | None = None
+    sync_bn: bool = False
+    dataset_on_device_mb: float = 0.0
+    dataset_dtype: str = "uint8"
+
+    def __post_init__(self):
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(f"compile backend must be one of {COMPILE_BACKENDS}, got {self.compile_backend!r}")
+        if self.text_cache_mb < 0:
+            raise ValueError(f"--text-cache-mb must be >= 0, got {self.text_cache_mb}")
+        if self.dataset_on_device_mb < 0:
+            raise ValueError(f"--dataset-on-device must be >= 0 MB, got {self.dataset_on_device_mb}")
+        from attnfast.data.device_store import DTYPES
+        if self.dataset_dtype not in DTYPES:
+            raise ValueError(f"--dataset-dtype must be one of {DTYPES}, got {self.dataset_dtype!r}")
+        if self.graph_warmup < 1:
+            raise ValueError(f"graph warm-up must be >= 1 step, got {self.graph_warmup}")
+
+    def channels_last_on(self, device: torch.device) -> bool:
+        return bool(self.channels_last)
+
+    def images_to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch of real images (B, 3, r, r) on ``device`` (NHWC when channels_last is on)."""
+        images = images.to(device, non_blocking=True)
+        if self.channels_last_on(device):
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def prepare_models(self, netG, netsD: list, image_encoder, device: torch.device,
+                       dist: distributed.DistContext):
+        """SyncBatchNorm, rank 0's initial weights on every rank, channels_last; returns (netG, netsD)."""
+        if self.sync_bn:
+            netG = distributed.convert_sync_batch_norm(netG, device)
+            netsD = [distributed.convert_sync_batch_norm(d, device) for d in netsD]
+        for model in [netG, *netsD]:
+            distributed.broadcast_module(model, dist)
+        if self.channels_last_on(device):
+            for model in [netG, *netsD, image_encoder]:
+                model.to(memory_format=torch.channels_last)
+        return netG, netsD
+
+    def adam(self, params, lr: float, betas: tuple, device: torch.device) -> torch.optim.Adam:
+        """The original's Adam; capturable and fused on CUDA under ``graphs`` (same update rule)."""
+        if self.graphs and device.type == "cuda":
+            return torch.optim.Adam(params, lr=lr, betas=betas, capturable=True, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+    def compile_models(self, netG, netsD: list, image_encoder) -> None:
+        """``torch.compile`` in place (``nn.Module.compile``: the state_dict keys do not change).
+
+        The fused ops are ``torch.library.custom_op`` with fake implementations, so the compiled
+        graphs go through them without graph breaks. Compilation happens on the first step.
+        """
+        if not self.compile:
+            return
+        LOG.info("attnfast: --compile: G, %d discriminators and the image encoder compile on the first "
+                 "step (backend %s)", len(netsD), self.compile_backend)
+        modules = [netG, image_encoder]
+        for netD in netsD:
+            modules += [netD, netD.COND_DNET] + ([netD.UNCOND_DNET] if netD.UNCOND_DNET is not None else [])
+        for module in modules:
+            module.compile(backend=self.compile_backend)
+
+    def text_cache(self, text_encoder, words_num: int):
+        """A :class:`~attnfast.trainer.text_cache.TextFeatureCache`, or None when text_cache_mb is 0."""
+        if self.text_cache_mb <= 0:
+            return None
+        from .text_cache import TextFeatureCache
+        return TextFeatureCache(text_encoder, words_num, int(self.text_cache_mb * (1 << 20)))
+
+    def image_store(self, dataset, device: torch.device, num_workers: int = 0, progress: bool = True):
+        """The training images on ``device`` (:class:`~attnfast.data.device_store.DeviceImageStore`),
+        or None when dataset_on_device_mb is 0 or they do not fit (one logged message)."""
+        if self.dataset_on_device_mb <= 0:
+            return None
+        from attnfast.data.device_store import DeviceImageStore
+        return DeviceImageStore.build(dataset, device, self.dataset_on_device_mb, self.dataset_dtype,
+                                      num_workers=num_workers, progress=progress)
+
+    def graphed_step(self, trainer):
+        """The CUDA-graph step of ``trainer`` when ``graphs`` is on, else None."""
+        if not self.graphs:
+            return None
+        from .graphs import GraphedGANStep
+        return GraphedGANStep(trainer, warmup=self.graph_warmup)

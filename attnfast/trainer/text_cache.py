@@ -1,0 +1,100 @@
+"""Cache of the frozen text encoder's outputs per caption during GAN training (issue 8).
+
+The GAN stage encodes every caption with the DAMSM text encoder, which never changes there; a
+caption seen again (the next epoch, the same scene) reuses its words and sentence features.
+
+Key: the dataset's ``(index, caption_index)`` of the batch dict (see
+:func:`attnfast.data.collate_shapes`) together with the caption's token ids, so a dataset that
+changed a caption can never be served a stale entry. A miss is encoded on its own (batch of 1): an
+entry is then a fixed function of its caption, independent of which other captions shared its
+batch, and a resumed run (which starts with an empty cache) computes exactly what the
+uninterrupted run cached. The cache is bounded (least recently used entries are dropped past
+``max_bytes``) and emptied when the encoder's weights or mode change (parameter versions are
+checked on every lookup, a host-only check).
+"""
+from collections import OrderedDict
+
+import torch
+
+from . import common
+
+
+class TextFeatureCache:
+    """Per-caption words (E, T) and sentence (E,) features of a frozen, eval-mode text encoder.
+
+    Args:
+        text_encoder: an ``RNN_ENCODER`` in eval mode (its dropout would make features random).
+        words_num: T, the padded caption length the features are returned at.
+        max_bytes: memory bound of the stored features (on the encoder's device); >= one entry.
+    """
+
+    def __init__(self, text_encoder: torch.nn.Module, words_num: int, max_bytes: int):
+        self.text_encoder = text_encoder
+        self.words_num = int(words_num)
+        self.max_bytes = int(max_bytes)
+        self.entries: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+        self._fingerprint = self._current_fingerprint()
+        width = self._feature_width()
+        self.entry_bytes = (width * self.words_num + width) * 4
+        if self.max_bytes < self.entry_bytes:
+            raise ValueError(f"text cache max_bytes={self.max_bytes} holds no entry of "
+                             f"{self.entry_bytes} bytes (E={width}, T={self.words_num})")
+        self.max_entries = self.max_bytes // self.entry_bytes
+
+    def _feature_width(self) -> int:
+        rnn = self.text_encoder
+        return int(rnn.nhidden * rnn.num_directions)
+
+    def _current_fingerprint(self) -> tuple:
+        tensors = list(self.text_encoder.parameters()) + list(self.text_encoder.buffers())
+        return (self.text_encoder.training,) + tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _check_encoder(self) -> None:
+        if self.text_encoder.training:
+            raise RuntimeError("the text cache needs the text encoder in eval mode (dropout makes "
+                               "its features random); call text_encoder.eval()")
+        fingerprint = self._current_fingerprint()
+        if fingerprint != self._fingerprint:
+            self.entries.clear()
+            self._fingerprint = fingerprint
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @torch.no_grad()
+    def lookup(self, captions: torch.Tensor, cap_lens: torch.Tensor, indices: torch.Tensor,
+               caption_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of a batch: words (B, E, T) and sentence (B, E), float32 on the encoder's device.
+
+        captions (B, T) long and cap_lens, indices, caption_indices (B,) integer, on the CPU
+        (the batch as collated; the keys are read on the host).
+        """
+        batch = captions.shape[0]
+        for name, value in (("cap_lens", cap_lens), ("indices", indices), ("caption_indices", caption_indices)):
+            if not torch.is_tensor(value) or value.dim() != 1 or value.shape[0] != batch:
+                raise ValueError(f"{name} must be a (B,) = ({batch},) tensor for the text cache, got "
+                                 f"{getattr(value, 'shape', type(value).__name__)}")
+        self._check_encoder()
+        device = next(self.text_encoder.parameters()).device
+        tokens = captions.cpu().tolist()
+        keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens)]
+        words, sentences = [], []
+        for row, key in enumerate(keys):
+            entry = self.entries.get(key)
+            if entry is None:
+                self.misses += 1
+                entry = self._encode(captions[row:row + 1].to(device), cap_lens[row:row + 1])
+                self.entries[key] = entry
+                if len(self.entries) > self.max_entries:
+                    self.entries.popitem(last=False)
+            else:
+                self.hits += 1
+                self.entries.move_to_end(key)
+            words.append(entry[0])
+            sentences.append(entry[1])
+        return torch.stack(words), torch.stack(sentences)
+
+    def _encode(self, caption: torch.Tensor, cap_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        words, sentence = common.encode_text(self.text_encoder, caption, cap_len, self.words_num)
+        return words[0].float().contiguous(), sentence[0].float().contiguous()
