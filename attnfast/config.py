@@ -33,6 +33,7 @@ DEFAULTS: dict = {
         "condition_dim": 100,      # cfg.GAN.CONDITION_DIM
         "r_num": 2,                # cfg.GAN.R_NUM
         "branch_num": 2,           # cfg.TREE.BRANCH_NUM (stages: 64, 128, 256)
+        "base_size": 64,           # cfg.TREE.BASE_SIZE of the first stage: 64 (original) or 32 (small CPU runs)
         "b_jcu": True,             # unconditional D heads as well (cfg.GAN.B_DCGAN false)
         "image_encoder": "small",  # small | inception
         "small_encoder_width": 64, # base width (ndf) of the small image encoder
@@ -107,6 +108,22 @@ def _merge(base: dict, override: dict, where: str) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def fill_defaults(config: dict, defaults: dict | None = None) -> dict:
+    """A copy of ``config`` with every key it lacks taken from :data:`DEFAULTS` (recursively).
+
+    Checkpoints written before a key existed (e.g. ``dataset.max_objects``) then load with that
+    key's default, which is the behaviour they were trained with. Keys unknown to DEFAULTS are kept.
+    """
+    defaults = DEFAULTS if defaults is None else defaults
+    filled = copy.deepcopy(config)
+    for key, value in defaults.items():
+        if key not in filled:
+            filled[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(filled[key], dict):
+            filled[key] = fill_defaults(filled[key], value)
+    return filled
 
 
 def merge_config(base: dict, override: dict) -> dict:

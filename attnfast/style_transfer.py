@@ -55,7 +55,8 @@ def style_transfer(checkpoint, style_checkpoint, image_paths: list, captions: li
     if encoder.z_dim != config["model"]["z_dim"]:
         raise ValueError(f"{style_checkpoint}: the style encoder predicts z_dim {encoder.z_dim}, the "
                          f"generator of {checkpoint} takes {config['model']['z_dim']}")
-    size = 64 * 2 ** (config["model"]["branch_num"] - 1)
+    from attnfast.trainer.common import stage_resolutions
+    size = stage_resolutions(config)[-1]
     images = torch.cat([load_image(p, size) for p in image_paths]).to(device)
     words_num = config["dataset"]["words_num"]
     ids, lens, _ = encode_captions(captions, vocab, words_num)

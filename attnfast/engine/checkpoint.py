@@ -32,6 +32,9 @@ def load(path: str | Path, map_location="cpu", kind: str | None = None) -> dict:
         raise ValueError(f"{path} is not an attnfast checkpoint (no 'format': 'attnfast' entry)")
     if kind is not None and state.get("kind") != kind:
         raise ValueError(f"{path} holds a {state.get('kind')!r} checkpoint, expected {kind!r}")
+    if isinstance(state.get("config"), dict):
+        from attnfast.config import fill_defaults
+        state["config"] = fill_defaults(state["config"])  # keys added since the file was written
     return state
 
 

@@ -91,6 +91,25 @@ class _DNet(nn.Module):
         return x_var
 
 
+class D_NET32(_DNet):  # noqa: N801 - not in the original: the first stage of base_size=32
+    """32x32 images -> (B, ndf*8, 4, 4): three stride-2 convs, then a 3x3 block to ndf*8."""
+
+    resolution = 32
+
+    def __init__(self, ndf: int = 64, nef: int = 256, b_jcu: bool = True):
+        super().__init__()
+        self.img_code_s8 = nn.Sequential(
+            nn.Conv2d(3, ndf, 4, 2, 1, bias=False),                       # (B, ndf, 16, 16)
+            nn.LeakyReLU(0.2, inplace=True),
+            downBlock(ndf, ndf * 2),                                      # (B, 2ndf, 8, 8)
+            downBlock(ndf * 2, ndf * 4))                                  # (B, 4ndf, 4, 4)
+        self.img_code_s8_1 = Block3x3_leakRelu(ndf * 4, ndf * 8)
+        self._heads(ndf, nef, b_jcu)
+
+    def forward(self, x_var):
+        return self.img_code_s8_1(self.img_code_s8(self._image(x_var)))  # (B, 8ndf, 4, 4)
+
+
 class D_NET64(_DNet):  # noqa: N801 - the original's name
     """64x64 images -> (B, ndf*8, 4, 4)."""
 
@@ -145,11 +164,11 @@ class D_NET256(_DNet):  # noqa: N801 - the original's name
         return self.img_code_s64_2(x_code4)                               # (B, 8ndf, 4, 4)
 
 
-D_NETS = {64: D_NET64, 128: D_NET128, 256: D_NET256}
+D_NETS = {32: D_NET32, 64: D_NET64, 128: D_NET128, 256: D_NET256}
 
 
 def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True) -> _DNet:  # noqa: N802
-    """The discriminator for ``resolution`` (64, 128 or 256)."""
+    """The discriminator for ``resolution`` (64, 128 or 256 as the original; 32 for base_size=32)."""
     if resolution not in D_NETS:
         raise ValueError(f"resolution must be one of {sorted(D_NETS)}, got {resolution}")
     return D_NETS[resolution](ndf, nef, b_jcu)

@@ -13,33 +13,35 @@ from .conditioning import CA_NET
 
 
 class INIT_STAGE_G(nn.Module):  # noqa: N801 - the original's name
-    """[c_code, z] -> (B, ngf/16, 64, 64). ``ngf`` here is G_NET's ngf*16 (512 for birds)."""
+    """[c_code, z] -> (B, ngf/2**upsamples, 4*2**upsamples, 4*2**upsamples). ``ngf`` here is G_NET's
+    ngf*16 (512 for birds); the original has 4 upsamplings (64x64 out); 3 give a 32x32 first stage
+    (``G_NET(base_size=32)``, a non-original option for small CPU runs)."""
 
-    def __init__(self, ngf: int, ncf: int, z_dim: int = 100):
+    def __init__(self, ngf: int, ncf: int, z_dim: int = 100, upsamples: int = 4):
         super().__init__()
-        if ngf % 16:
-            raise ValueError(f"INIT_STAGE_G needs ngf divisible by 16, got {ngf}")
+        if upsamples not in (3, 4):
+            raise ValueError(f"INIT_STAGE_G upsamples must be 3 (32x32) or 4 (64x64), got {upsamples}")
+        if ngf % 2 ** upsamples:
+            raise ValueError(f"INIT_STAGE_G needs ngf divisible by {2 ** upsamples}, got {ngf}")
         self.gf_dim = ngf
         self.in_dim = z_dim + ncf
+        self.upsamples = upsamples
         nz = self.in_dim
         self.fc = nn.Sequential(
             nn.Linear(nz, ngf * 4 * 4 * 2, bias=False),
             nn.BatchNorm1d(ngf * 4 * 4 * 2),
             GLU())
-        self.upsample1 = upBlock(ngf, ngf // 2)
-        self.upsample2 = upBlock(ngf // 2, ngf // 4)
-        self.upsample3 = upBlock(ngf // 4, ngf // 8)
-        self.upsample4 = upBlock(ngf // 8, ngf // 16)
+        for i in range(1, upsamples + 1):
+            setattr(self, f"upsample{i}", upBlock(ngf // 2 ** (i - 1), ngf // 2 ** i))
 
     def forward(self, z_code, c_code):
-        """z_code (B, z_dim), c_code (B, ncf) -> (B, ngf/16, 64, 64)."""
+        """z_code (B, z_dim), c_code (B, ncf) -> (B, ngf/16, 64, 64) (or (B, ngf/8, 32, 32))."""
         c_z_code = torch.cat((c_code, z_code), 1)                         # (B, ncf + z_dim)
         out_code = self.fc(c_z_code)                                      # (B, ngf*16)
         out_code = out_code.view(-1, self.gf_dim, 4, 4)                   # (B, ngf, 4, 4)
-        out_code = self.upsample1(out_code)                               # (B, ngf/2, 8, 8)
-        out_code = self.upsample2(out_code)                               # (B, ngf/4, 16, 16)
-        out_code32 = self.upsample3(out_code)                             # (B, ngf/8, 32, 32)
-        return self.upsample4(out_code32)                                 # (B, ngf/16, 64, 64)
+        for i in range(1, self.upsamples + 1):                            # 8, 16, 32(, 64)
+            out_code = getattr(self, f"upsample{i}")(out_code)
+        return out_code
 
 
 class NEXT_STAGE_G(nn.Module):  # noqa: N801 - the original's name
@@ -85,17 +87,23 @@ class G_NET(nn.Module):  # noqa: N801 - the original's name
         ngf: GF_DIM. nef: EMBEDDING_DIM. ncf: CONDITION_DIM. z_dim: Z_DIM. branch_num: number of
         stages (1-3). r_num: residual blocks per attentional stage. mask_mode: "correct" or
         "attngan" (the original's misaligned word mask, for released checkpoints).
+        base_size: side of the first stage, 64 (the original) or 32 (stages 32, 64, 128: one
+        upsampling fewer in stage 1, which starts from ngf*8 channels; for small CPU runs).
     """
 
     def __init__(self, ngf: int = 32, nef: int = 256, ncf: int = 100, z_dim: int = 100,
-                 branch_num: int = 3, r_num: int = 2, mask_mode: str = "correct"):
+                 branch_num: int = 3, r_num: int = 2, mask_mode: str = "correct", base_size: int = 64):
         super().__init__()
         if not 1 <= branch_num <= 3:
             raise ValueError(f"branch_num must be 1, 2 or 3, got {branch_num}")
+        if base_size not in (32, 64):
+            raise ValueError(f"base_size must be 32 or 64, got {base_size}")
         self.ngf, self.nef, self.ncf, self.z_dim = ngf, nef, ncf, z_dim
         self.branch_num = branch_num
+        self.base_size = base_size
         self.ca_net = CA_NET(nef, ncf)
-        self.h_net1 = INIT_STAGE_G(ngf * 16, ncf, z_dim)
+        upsamples = 4 if base_size == 64 else 3
+        self.h_net1 = INIT_STAGE_G(ngf * 2 ** upsamples, ncf, z_dim, upsamples)
         self.img_net1 = GET_IMAGE_G(ngf)
         if branch_num > 1:
             self.h_net2 = NEXT_STAGE_G(ngf, nef, ncf, r_num, mask_mode)
@@ -118,12 +126,13 @@ class G_NET(nn.Module):  # noqa: N801 - the original's name
         (True = padding) or None; ``eps`` (B, ncf) fixes the CA noise.
 
         Returns fake_imgs [(B, 3, 64, 64), (B, 3, 128, 128), (B, 3, 256, 256)][:branch_num],
-        att_maps [(B, T, 64, 64), (B, T, 128, 128)][:branch_num - 1], mu (B, ncf), logvar (B, ncf).
+        att_maps [(B, T, 64, 64), (B, T, 128, 128)][:branch_num - 1], mu (B, ncf), logvar (B, ncf)
+        (sides halved with base_size=32).
         """
         self._validate(z_code, sent_emb, word_embs, mask)
         fake_imgs, att_maps = [], []
         c_code, mu, logvar = self.ca_net(sent_emb, eps)                   # (B, ncf) each
-        h_code = self.h_net1(z_code, c_code)                              # (B, ngf, 64, 64)
+        h_code = self.h_net1(z_code, c_code)                              # (B, ngf, base, base)
         fake_imgs.append(self.img_net1(h_code))
         for stage in range(2, self.branch_num + 1):
             h_code, att = getattr(self, f"h_net{stage}")(h_code, c_code, word_embs, mask)  # 2x size

@@ -25,11 +25,15 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def stage_resolutions(config: dict) -> tuple[int, ...]:
-    """Image sizes of the generator's stages: 64, 128, 256 for branch_num 1..3."""
+    """Image sizes of the generator's stages: 64, 128, 256 for branch_num 1..3 (from 32 with
+    model.base_size 32)."""
     branches = int(config["model"]["branch_num"])
     if not 1 <= branches <= 3:
         raise ValueError(f"model.branch_num must be 1, 2 or 3, got {branches}")
-    return tuple(64 * 2 ** i for i in range(branches))
+    base = int(config["model"].get("base_size", 64))
+    if base not in (32, 64):
+        raise ValueError(f"model.base_size must be 32 or 64, got {base}")
+    return tuple(base * 2 ** i for i in range(branches))
 
 
 DATASETS = ("shapes", "birds", "coco", "folder")

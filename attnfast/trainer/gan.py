@@ -66,7 +66,7 @@ def build_generator(config: dict):
     model = config["model"]
     return G_NET(ngf=model["gf_dim"], nef=model["embedding_dim"], ncf=model["condition_dim"],
                  z_dim=model["z_dim"], branch_num=model["branch_num"], r_num=model["r_num"],
-                 mask_mode=model["mask_mode"])
+                 mask_mode=model["mask_mode"], base_size=model.get("base_size", 64))
 
 
 def build_discriminators(config: dict) -> list:
