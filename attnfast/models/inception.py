@@ -230,20 +230,29 @@ def load_inception_weights(model: nn.Module, weights_path) -> nn.Module:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")
     state = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
+    return load_state_strict(model, state, f"Inception-v3 weights {path!r}")
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                      error: type[Exception] = ValueError) -> nn.Module:
+    """Load ``state`` into ``model``: every key by name and shape, except absent
+    ``num_batches_tracked`` buffers (they keep the model's value).
+
+    Raises:
+        ``error`` (a ValueError by default) naming the missing keys, the unexpected keys and the
+        shape mismatches (file vs model), all at once; ``source`` names the file.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state and not _is_batch_count(k)]
     unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"Inception-v3 weights {path!r} do not match the model: "
-                         f"unexpected keys {_listing(unexpected)}; missing keys {_listing(missing)}")
     wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        raise ValueError(f"Inception-v3 weights {path!r} have wrong shapes: {_listing(wrong)}")
-    for key in own:
-        if key not in state:  # an absent num_batches_tracked keeps the model's own value
-            state[key] = own[key]
-    model.load_state_dict(state, strict=True)
+             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = [f"{label} {_listing(items)}" for label, items in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
+                if items]
+    if problems:
+        raise error(f"{source} does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({k: state.get(k, own[k]) for k in own}, strict=True)
     return model
 
 

@@ -33,7 +33,8 @@ from torch import nn
 
 from .generator import G_NET
 from .image_encoder import CNN_ENCODER
-from .inception import _is_batch_count, _listing  # the Inception loader's key checks and listing
+from .inception import _listing
+from .inception import load_state_strict as _load_state_strict
 from .text_encoder import RNN_ENCODER
 
 __all__ = ["ReleasedWeightsError", "read_state_dict", "load_state_strict", "generator_sizes",
@@ -78,27 +79,8 @@ def read_state_dict(path, what: str = "state dict") -> dict[str, torch.Tensor]:
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Load ``state`` into ``model``: every key by name and shape, except absent
-    ``num_batches_tracked`` buffers (they keep the model's value).
-
-    Raises:
-        ReleasedWeightsError: naming the missing keys, the unexpected keys and the shape
-            mismatches (file vs model), all at once.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not _is_batch_count(k)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    problems = [f"{label} {_listing(items)}" for label, items in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
-                if items]
-    if problems:
-        raise ReleasedWeightsError(f"{source} does not match {type(model).__name__}: "
-                                   + "; ".join(problems))
-    full = {k: state.get(k, own[k]) for k in own}
-    model.load_state_dict(full, strict=True)
-    return model
+    """:func:`attnfast.models.inception.load_state_strict` raising :class:`ReleasedWeightsError`."""
+    return _load_state_strict(model, state, source, ReleasedWeightsError)
 
 
 def _need(state: Mapping, key: str, ndim: int, source: str, what: str) -> tuple[int, ...]:
