@@ -18,6 +18,7 @@ DEFAULTS: dict = {
         "test_size": 1000,
         "captions_per_image": 5,
         "max_objects": 3,          # shapes: objects per scene drawn from 1..max_objects
+        "grid": 3,                 # shapes: cell grid side, 3 (9 positions), 2 (4 corners) or 1 (centred)
         "words_num": 18,           # cfg.TEXT.WORDS_NUM
         "seed": 0,
         "num_workers": 0,

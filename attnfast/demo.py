@@ -12,12 +12,23 @@ from pathlib import Path
 
 import torch
 
-DEMO_CAPTIONS = [
-    "a large red circle in the center",
-    "a small blue square in the top left and a large yellow triangle at the bottom right",
-    "a large green star on the left",
-    "a small white diamond at the top and a large purple circle at the bottom",
-]
+# Captions sampled at the end, per dataset.grid (positions must be the grid's own).
+DEMO_CAPTIONS = {
+    3: ["a large red circle in the center",
+        "a small blue square in the top left and a large yellow triangle at the bottom right",
+        "a large green star on the left",
+        "a small white diamond at the top and a large purple circle at the bottom"],
+    2: ["a large red circle in the top left",
+        "a large blue square in the top right and a large yellow triangle in the bottom left",
+        "a large green star at the bottom right on a beige background",
+        "a small white diamond in the top left and a large orange cross at the bottom right"],
+    1: ["a large red circle in the center",
+        "a large blue square in the center on a beige background",
+        "a large yellow triangle in the center with a navy background",
+        "a large green star in the center",
+        "a large white diamond at the center on a teal background",
+        "a large orange cross in the center"],
+}
 
 
 def main(argv=None) -> int:
@@ -49,7 +60,8 @@ def main(argv=None) -> int:
     print(f"DAMSM: {damsm['steps_per_s']:.2f} steps/s, last losses {damsm['last_losses']}")
     gan = train_gan(config, out, device, damsm["checkpoint"], args.amp, steps=args.gan_steps)
     print(f"GAN: {gan['steps_per_s']:.2f} steps/s, last losses {gan['last_losses']}")
-    samples = sample(gan["checkpoint"], DEMO_CAPTIONS, out / "samples_demo", n=4, batch=16,
+    captions = DEMO_CAPTIONS[config["dataset"]["grid"]]
+    samples = sample(gan["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
     report = {"damsm": damsm, "gan": gan, "samples": samples}
     from attnfast.metrics.shapes_eval import evaluate_checkpoint

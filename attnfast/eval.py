@@ -114,7 +114,7 @@ def _shapes_test_set(args, config):
     dataset = ShapesDataset(args.num_images, resolution=config["damsm"]["image_size"],
                             seed=data["seed"], captions_per_image=data["captions_per_image"],
                             words_num=data["words_num"], split="test",
-                            max_objects=data.get("max_objects", 3))
+                            max_objects=data["max_objects"], grid=data["grid"])
     return dataset, collate_shapes([dataset[i] for i in range(len(dataset))])
 
 

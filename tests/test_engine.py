@@ -111,14 +111,16 @@ def test_amp_helpers():
 
 
 def test_old_checkpoint_config_gets_the_keys_added_since(tmp_path):
-    """A checkpoint written before dataset.max_objects / model.base_size existed loads with their defaults."""
+    """A checkpoint written before dataset.max_objects / dataset.grid / model.base_size existed loads
+    with their defaults."""
     import copy
     from attnfast.config import DEFAULTS
     from attnfast.engine import checkpoint as ckpt
     old = copy.deepcopy(DEFAULTS)
-    del old["dataset"]["max_objects"], old["model"]["base_size"]
+    del old["dataset"]["max_objects"], old["dataset"]["grid"], old["model"]["base_size"]
     old["model"]["gf_dim"] = 7
     ckpt.save_atomic({"format": "attnfast", "kind": "gan", "config": old}, tmp_path / "old.pt")
     config = ckpt.load(tmp_path / "old.pt", kind="gan")["config"]
     assert config["dataset"]["max_objects"] == 3 and config["model"]["base_size"] == 64
+    assert config["dataset"]["grid"] == 3
     assert config["model"]["gf_dim"] == 7

@@ -286,3 +286,53 @@ def test_grid_png(tmp_path):
     with Image.open(path) as im:
         assert im.size == (5 * 66 + 2, 66 + 2)
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temp files left
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+def test_easier_grids(grid):
+    """grid 1 / 2: objects in the cells of a 1x1 / 2x2 layout, named by that layout's positions,
+    as large relative to the image as the cell is; same vocabulary; captions parse back."""
+    from attnfast.data import grid_positions
+    data = ShapesDataset(40, resolution=96, seed=3, grid=grid, max_objects=min(3, grid * grid))
+    vocab = shapes_vocabulary()
+    side = 96 / grid
+    for i in range(len(data)):
+        scene = data.get_scene(i)
+        assert scene.grid == grid and 1 <= len(scene.objects) <= grid * grid
+        for o in scene.objects:
+            assert o.position in grid_positions(grid)
+            x0, y0, x1, y1 = o.bbox
+            row, col = o.cell
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            # inside its cell, about centred (triangles and stars sit a little off the box centre)
+            assert col * side <= x0 and x1 <= (col + 1) * side and row * side <= y0 and y1 <= (row + 1) * side
+            assert abs(cx - (col + 0.5) * side) <= 0.1 * side and abs(cy - (row + 0.5) * side) <= 0.1 * side
+            # sizes are fractions of the cell side: a large object spans ~0.84 of it
+            if o.size == "large":
+                assert max(x1 - x0, y1 - y0) >= 0.6 * side
+        for caption in scene.captions:
+            assert all(w in vocab for w in tokenize(caption))
+            parsed = sorted(map(str, parse_caption(caption)))
+            assert parsed == sorted(str(o.as_dict()) for o in scene.objects)
+        image = data.get_image(i)
+        assert image.shape == (96, 96, 3)
+
+
+def test_grid_3_draws_the_scenes_it_always_drew():
+    """The default grid keeps the data of the version before the grid option: captions of 50 items
+    and images of 10 (digest recorded from that version)."""
+    import hashlib
+    data = ShapesDataset(50, resolution=64, seed=0)
+    captions = "|".join(c for i in range(50) for c in data.all_captions(i))
+    images = np.stack([data.get_image(i) for i in range(10)]).tobytes()
+    digest = hashlib.sha1(captions.encode() + images).hexdigest()
+    assert digest == "26aa689f0979ace4eba6b465917950c6da44ed48"
+
+
+def test_grid_errors():
+    with pytest.raises(ValueError, match="grid must be one of"):
+        ShapesDataset(2, grid=4)
+    with pytest.raises(ValueError, match=r"max_objects must be in \[1, 1\] for grid 1"):
+        ShapesDataset(2, grid=1, max_objects=2)
+    with pytest.raises(ValueError, match=r"max_objects must be in \[1, 3\] for grid 2"):
+        sample_scene(np.random.default_rng(0), grid=2, max_objects=4)

@@ -1,7 +1,9 @@
 """The built-in "shapes" dataset: procedurally generated captioned scenes.
 
 A scene is 1-3 objects on a plain background; each object has a shape, a colour, a size and a
-cell of a 3x3 grid (distinct cells, so objects never overlap). Every caption states each object's
+cell of a 3x3 grid (distinct cells, so objects never overlap). ``grid=2`` (four corner cells, objects
+1.5x larger) and ``grid=1`` (one centred object, 3x larger) are easier variants for short runs;
+they use the same words, so the vocabulary does not change. Every caption states each object's
 size, colour, shape and position, so captions agree with the ground truth and
 :func:`parse_caption` can read them back. The grammar is closed: :func:`shapes_vocabulary` lists
 every word any template can produce.
@@ -26,7 +28,8 @@ from torch.utils.data import Dataset
 from .vocab import Vocabulary, tokenize
 
 __all__ = [
-    "SHAPES", "COLOURS", "BACKGROUNDS", "SIZES", "POSITIONS", "MAX_CAPTION_WORDS", "NUM_CLASSES",
+    "SHAPES", "COLOURS", "BACKGROUNDS", "SIZES", "POSITIONS", "GRIDS", "grid_positions",
+    "max_objects_for_grid", "MAX_CAPTION_WORDS", "NUM_CLASSES",
     "ShapeObject", "Scene", "ShapesDataset", "shapes_vocabulary", "sample_scene", "make_captions",
     "render_scene", "to_tensor", "collate_shapes", "parse_caption", "parse_background",
     "object_mask_for_word", "class_id_of",
@@ -58,6 +61,10 @@ SIZES = ("small", "large")
 # Cell index = row * 3 + col, row 0 at the top.
 POSITIONS = ("top left", "top", "top right", "left", "center", "right",
              "bottom left", "bottom", "bottom right")
+# Positions of the cells of a grid x grid layout, row-major (grid 3 = POSITIONS).
+_GRID_POSITIONS = {1: ("center",), 2: ("top left", "top right", "bottom left", "bottom right"),
+                   3: POSITIONS}
+GRIDS = tuple(_GRID_POSITIONS)
 MAX_CAPTION_WORDS = 18
 # An object colour must differ from the background by at least this RGB distance.
 MIN_CONTRAST = 80.0
@@ -93,6 +100,18 @@ _TEMPLATE_TEXT = ("a an the and , there is are background",) + _CORNER_PREPS \
     + _FULL_PREFIXES + _BG_SUFFIXES
 
 MAX_OBJECTS = 3
+
+
+def grid_positions(grid: int) -> tuple[str, ...]:
+    """Position names of the cells of a ``grid`` x ``grid`` layout, row-major."""
+    if grid not in _GRID_POSITIONS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    return _GRID_POSITIONS[grid]
+
+
+def max_objects_for_grid(grid: int) -> int:
+    """Most objects a scene of this grid holds (one per cell, at most MAX_OBJECTS)."""
+    return min(MAX_OBJECTS, len(grid_positions(grid)))
 _NUM_COMBOS = len(SHAPES) * len(COLOURS)
 NUM_CLASSES = sum(comb(_NUM_COMBOS, k) for k in range(1, MAX_OBJECTS + 1))
 
@@ -102,7 +121,8 @@ NUM_CLASSES = sum(comb(_NUM_COMBOS, k) for k in range(1, MAX_OBJECTS + 1))
 
 @dataclass
 class ShapeObject:
-    """One object of a scene; ``mask`` and ``bbox`` are at ``resolution`` (computed lazily).
+    """One object of a scene; ``mask`` and ``bbox`` are at ``resolution`` (computed lazily);
+    ``cell`` is (row, col) of a ``grid`` x ``grid`` layout.
 
     mask: bool ndarray (resolution, resolution); bbox: (x0, y0, x1, y1) tight around the mask,
     pixel coordinates, x1/y1 exclusive.
@@ -112,15 +132,21 @@ class ShapeObject:
     size: str
     cell: tuple[int, int]  # (row, col), row 0 at the top
     resolution: int = 64
+    grid: int = 3
+
+    @property
+    def cell_index(self) -> int:
+        """Row-major index of the cell in its grid."""
+        return self.cell[0] * self.grid + self.cell[1]
 
     @property
     def position(self) -> str:
-        return POSITIONS[self.cell[0] * 3 + self.cell[1]]
+        return grid_positions(self.grid)[self.cell_index]
 
     @functools.cached_property
     def mask(self) -> np.ndarray:
         y0, y1, x0, x1, _, patch = _patch(self.resolution, _SHAPE_IX[self.shape],
-                                          _SIZE_IX[self.size], self.cell[0] * 3 + self.cell[1])
+                                          _SIZE_IX[self.size], self.cell_index, self.grid)
         m = np.zeros((self.resolution, self.resolution), dtype=bool)
         m[y0:y1, x0:x1] = patch
         return m
@@ -138,11 +164,13 @@ class ShapeObject:
 
 @dataclass
 class Scene:
-    """A scene's ground truth: background colour name, objects, and its captions."""
+    """A scene's ground truth: background colour name, objects, its captions, and the side of its
+    cell grid."""
     background: str
     objects: list[ShapeObject]
     resolution: int = 64
     captions: list[str] = field(default_factory=list)
+    grid: int = 3
 
     @property
     def class_id(self) -> int:
@@ -164,22 +192,29 @@ def class_id_of(scene: Scene) -> int:
     return offset + sum(comb(c, j + 1) for j, c in enumerate(combos))
 
 
-def sample_scene(rng: np.random.Generator, resolution: int = 64, max_objects: int = MAX_OBJECTS) -> Scene:
-    """Draw a scene (no captions): 1 to ``max_objects`` (<= 3) objects in distinct cells, colours
-    contrasting the background."""
-    if not 1 <= max_objects <= MAX_OBJECTS:
-        raise ValueError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
+def sample_scene(rng: np.random.Generator, resolution: int = 64, max_objects: int = MAX_OBJECTS,
+                 grid: int = 3) -> Scene:
+    """Draw a scene (no captions): 1 to ``max_objects`` objects in distinct cells of a ``grid`` x
+    ``grid`` layout, colours contrasting the background. Grid 3 draws the same scenes for any
+    version of this module that had no grid option."""
+    _check_max_objects(max_objects, grid)
     n = int(rng.integers(1, max_objects + 1))
     bg = int(rng.integers(len(_BG_NAMES)))
-    cells = rng.permutation(9)[:n]
+    cells = rng.permutation(grid * grid)[:n]
     shapes = rng.integers(len(SHAPES), size=n)
     sizes = rng.integers(len(SIZES), size=n)
     allowed = _ALLOWED_COLOURS[bg]
     colours = allowed[rng.integers(len(allowed), size=n)]
     objects = [ShapeObject(SHAPES[shapes[k]], _COLOUR_NAMES[colours[k]], SIZES[sizes[k]],
-                           (int(cells[k]) // 3, int(cells[k]) % 3), resolution)
+                           (int(cells[k]) // grid, int(cells[k]) % grid), resolution, grid)
                for k in range(n)]
-    return Scene(_BG_NAMES[bg], objects, resolution)
+    return Scene(_BG_NAMES[bg], objects, resolution, grid=grid)
+
+
+def _check_max_objects(max_objects: int, grid: int) -> None:
+    most = max_objects_for_grid(grid)
+    if not 1 <= max_objects <= most:
+        raise ValueError(f"max_objects must be in [1, {most}] for grid {grid}, got {max_objects}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,23 +334,23 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return _inside_polygon(u, v, _POLYGONS[shape])
 
 
-def _cell_edges(resolution: int) -> np.ndarray:
-    return np.rint(np.arange(4) * resolution / 3).astype(int)
+def _cell_edges(resolution: int, grid: int = 3) -> np.ndarray:
+    return np.rint(np.arange(grid + 1) * resolution / grid).astype(int)
 
 
 @functools.lru_cache(maxsize=None)
-def _patch(resolution: int, shape_i: int, size_i: int, cell: int):
-    """Coverage of one (shape, size, cell) at ``resolution``, cached.
+def _patch(resolution: int, shape_i: int, size_i: int, cell: int, grid: int = 3):
+    """Coverage of one (shape, size, cell of a ``grid`` x ``grid`` layout) at ``resolution``, cached.
 
     Returns ``(y0, y1, x0, x1, cov, mask)``: the cell's pixel box, ``cov`` float32 (h, w) in
     [0, 1] (4x4 supersampled), ``mask`` bool (h, w) = ``cov >= 0.5``.
     """
     if resolution < 16:
         raise ValueError(f"resolution must be >= 16, got {resolution}")
-    edges = _cell_edges(resolution)
-    row, col = divmod(cell, 3)
+    edges = _cell_edges(resolution, grid)
+    row, col = divmod(cell, grid)
     y0, y1, x0, x1 = edges[row], edges[row + 1], edges[col], edges[col + 1]
-    side = resolution / 3
+    side = resolution / grid
     half = _SIZE_FACTORS[size_i] * side
     off = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
     ys = ((np.arange(y0, y1)[:, None] + off).ravel() - (row + 0.5) * side) / half
@@ -340,8 +375,8 @@ def render_scene(scene: Scene, resolution: int | None = None, antialias: bool = 
     img = np.empty((r, r, 3), dtype=np.uint8)
     img[:] = bg.astype(np.uint8)
     for o in scene.objects:
-        y0, y1, x0, x1, cov, mask = _patch(r, _SHAPE_IX[o.shape], _SIZE_IX[o.size],
-                                           o.cell[0] * 3 + o.cell[1])
+        y0, y1, x0, x1, cov, mask = _patch(r, _SHAPE_IX[o.shape], _SIZE_IX[o.size], o.cell_index,
+                                           o.grid)
         alpha = cov if antialias else mask.astype(np.float32)
         delta = _COLOUR_RGB[_COLOUR_IX[o.colour]] - bg
         # The cell holds only background before this, and values stay in [0, 255]: +0.5 rounds.
@@ -399,7 +434,7 @@ class ShapesDataset(Dataset):
                  captions_per_image: int = 5, words_num: int = MAX_CAPTION_WORDS,
                  split: str = "train", multi_res: tuple[int, ...] | None = None,
                  caption_index: int | None = None, antialias: bool = True,
-                 max_objects: int = MAX_OBJECTS):
+                 max_objects: int = MAX_OBJECTS, grid: int = 3):
         if split not in _SPLIT_IDS:
             raise ValueError(f"split must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
         if num_images < 0 or seed < 0:
@@ -408,8 +443,7 @@ class ShapesDataset(Dataset):
             raise ValueError("captions_per_image and words_num must be >= 1")
         if caption_index is not None and not 0 <= caption_index < captions_per_image:
             raise ValueError(f"caption_index {caption_index} not in [0, {captions_per_image})")
-        if not 1 <= max_objects <= MAX_OBJECTS:
-            raise ValueError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
+        _check_max_objects(max_objects, grid)
         if multi_res is None:
             multi_res = (64 if resolution is None else resolution,)
         multi_res = tuple(int(r) for r in multi_res)
@@ -428,6 +462,7 @@ class ShapesDataset(Dataset):
         self.caption_index = caption_index
         self.antialias = antialias
         self.max_objects = int(max_objects)
+        self.grid = int(grid)
         self.epoch = 0
         self.vocab = shapes_vocabulary()
 
@@ -450,7 +485,8 @@ class ShapesDataset(Dataset):
         """Ground truth of item ``i`` (objects with masks at ``resolution``, and all captions)."""
         i = self._check_index(i)
         rng = np.random.default_rng([self.seed, i, self.split_id])
-        scene = sample_scene(rng, self.resolution if resolution is None else resolution, self.max_objects)
+        scene = sample_scene(rng, self.resolution if resolution is None else resolution, self.max_objects,
+                             self.grid)
         scene.captions = make_captions(scene, rng, self.captions_per_image)
         return scene
 
@@ -609,5 +645,5 @@ def object_mask_for_word(scene: Scene, word: str, resolution: int | None = None)
     for o in scene.objects:
         if word in (o.shape, o.colour):
             out |= o.mask if o.resolution == r else ShapeObject(
-                o.shape, o.colour, o.size, o.cell, r).mask
+                o.shape, o.colour, o.size, o.cell, r, o.grid).mask
     return out

@@ -1,6 +1,7 @@
 """Attribute accuracy on the shapes dataset: a small fixed classifier, trained on the dataset's
-ground truth in seconds and cached, reads every cell of the 3x3 grid of an image (empty, or which
-shape, colour and size); generated images are scored against the scene their caption describes.
+ground truth in seconds and cached, reads every cell of an image's grid (3x3, or the 2x2 / 1x1 of
+the easier ``dataset.grid`` variants: empty, or which shape, colour and size); generated images are
+scored against the scene their caption describes.
 """
 import hashlib
 import json
@@ -10,19 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnfast.data import COLOURS, SHAPES, SIZES, ShapesDataset
+from attnfast.data import COLOURS, GRIDS, SHAPES, SIZES, ShapesDataset
 
 EMPTY = len(SHAPES)             # shape class of an empty cell
 CELL = 24                       # each grid cell is read as a CELL x CELL crop
-INPUT_SIZE = 3 * CELL
-CLASSIFIER_VERSION = 2
+CLASSIFIER_VERSION = 3
 _IGNORE = -100
+# Training images per grid: every grid-3 image gives 9 cell crops, grid 2 four, grid 1 one.
+_TRAIN_IMAGES = {3: 4000, 2: 1500, 1: 3000}
 
 
 class CellClassifier(nn.Module):
-    """(B, 3, H, W) in [-1, 1] -> per cell of the 3x3 grid (row-major) logits: shape (B, 9, 7:
-    6 shapes + empty), colour (B, 9, len(COLOURS)), size (B, 9, 2). Each cell is classified from
-    its own crop, keeping the spatial detail that tells shapes apart."""
+    """(B, 3, H, W) in [-1, 1] -> per cell of the grid x grid layout (row-major) logits: shape
+    (B, grid², 7: 6 shapes + empty), colour (B, grid², len(COLOURS)), size (B, grid², 2). Each cell
+    is classified from its own CELL x CELL crop, keeping the spatial detail that tells shapes apart;
+    object sizes are fractions of the cell side, so one model reads every grid."""
 
     def __init__(self, width: int = 16):
         super().__init__()
@@ -32,49 +35,61 @@ class CellClassifier(nn.Module):
                                  nn.ReLU(inplace=True))
 
         self.features = nn.Sequential(block(3, width, 2), block(width, 2 * width, 2),
-                                      block(2 * width, 4 * width, 1))     # (9B, 4w, 6, 6)
+                                      block(2 * width, 4 * width, 1))     # (N, 4w, 6, 6)
         hidden = 4 * width * (CELL // 4) ** 2
         self.shape_head = nn.Linear(hidden, EMPTY + 1)
         self.colour_head = nn.Linear(hidden, len(COLOURS))
         self.size_head = nn.Linear(hidden, len(SIZES))
 
-    def forward(self, images: torch.Tensor):
+    def classify_crops(self, crops: torch.Tensor):
+        """crops (N, 3, CELL, CELL) -> logits (N, 7), (N, len(COLOURS)), (N, 2)."""
+        hidden = self.features(crops).flatten(1)
+        return self.shape_head(hidden), self.colour_head(hidden), self.size_head(hidden)
+
+    def forward(self, images: torch.Tensor, grid: int = 3):
         batch = images.shape[0]
-        crops = (resize_for_classifier(images)                             # (B, 3, 72, 72)
-                 .unfold(2, CELL, CELL).unfold(3, CELL, CELL)              # (B, 3, 3, 3, 24, 24)
-                 .permute(0, 2, 3, 1, 4, 5).reshape(batch * 9, 3, CELL, CELL))
-        hidden = self.features(crops).flatten(1)                          # (9B, hidden)
-        split = lambda t: t.view(batch, 9, -1)
-        return split(self.shape_head(hidden)), split(self.colour_head(hidden)), split(self.size_head(hidden))
+        outputs = self.classify_crops(cell_crops(images, grid))
+        return tuple(o.view(batch, grid * grid, -1) for o in outputs)
 
 
-def resize_for_classifier(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[-1] == INPUT_SIZE:
+def resize_for_classifier(images: torch.Tensor, grid: int = 3) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, grid*CELL, grid*CELL): area-averaged down, bilinear up."""
+    side = grid * CELL
+    if images.shape[-1] == side:
         return images
-    mode = "area" if images.shape[-1] > INPUT_SIZE else "bilinear"
-    return F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode=mode)
+    mode = "area" if images.shape[-1] > side else "bilinear"
+    return F.interpolate(images, size=(side, side), mode=mode)
+
+
+def cell_crops(images: torch.Tensor, grid: int = 3) -> torch.Tensor:
+    """(B, 3, H, W) -> (B * grid², 3, CELL, CELL): the cells of each image, row-major."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    batch = images.shape[0]
+    return (resize_for_classifier(images, grid)                          # (B, 3, g*C, g*C)
+            .unfold(2, CELL, CELL).unfold(3, CELL, CELL)                  # (B, 3, g, g, C, C)
+            .permute(0, 2, 3, 1, 4, 5).reshape(batch * grid * grid, 3, CELL, CELL))
 
 
 def scene_labels(scene) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per cell targets (9,) each: shape (EMPTY where no object), colour and size (-100 there)."""
-    shape = torch.full((9,), EMPTY, dtype=torch.long)
-    colour = torch.full((9,), _IGNORE, dtype=torch.long)
-    size = torch.full((9,), _IGNORE, dtype=torch.long)
+    """Per cell targets (grid²,) each: shape (EMPTY where no object), colour and size (-100 there)."""
+    cells = scene.grid * scene.grid
+    shape = torch.full((cells,), EMPTY, dtype=torch.long)
+    colour = torch.full((cells,), _IGNORE, dtype=torch.long)
+    size = torch.full((cells,), _IGNORE, dtype=torch.long)
     colours = list(COLOURS)
     for obj in scene.objects:
-        cell = obj.cell[0] * 3 + obj.cell[1]
-        shape[cell] = SHAPES.index(obj.shape)
-        colour[cell] = colours.index(obj.colour)
-        size[cell] = SIZES.index(obj.size)
+        shape[obj.cell_index] = SHAPES.index(obj.shape)
+        colour[obj.cell_index] = colours.index(obj.colour)
+        size[obj.cell_index] = SIZES.index(obj.size)
     return shape, colour, size
 
 
-def _real_batch(dataset: ShapesDataset, indices) -> tuple[torch.Tensor, tuple]:
-    images, labels = [], []
-    for i in indices:
-        images.append(resize_for_classifier(dataset[i]["images"][0][None])[0])
-        labels.append(scene_labels(dataset.get_scene(i)))
-    return torch.stack(images), tuple(torch.stack(parts) for parts in zip(*labels))
+def _real_crops(dataset: ShapesDataset) -> tuple[torch.Tensor, tuple]:
+    """Every cell crop of the dataset's images and its (shape, colour, size) targets, flattened."""
+    images = torch.stack([dataset[i]["images"][0] for i in range(len(dataset))])
+    labels = [scene_labels(dataset.get_scene(i)) for i in range(len(dataset))]
+    return cell_crops(images, dataset.grid), tuple(torch.cat(parts) for parts in zip(*labels))
 
 
 def _loss(outputs, targets):
@@ -82,23 +97,27 @@ def _loss(outputs, targets):
                for o, t in zip(outputs, targets))
 
 
-def train_classifier(num_images: int = 4000, epochs: int = 3, batch_size: int = 64, seed: int = 1234,
-                     progress: bool = False) -> CellClassifier:
-    """Train on freshly generated real shapes images (deterministic by ``seed``; tens of seconds on 2 cores)."""
+def train_classifier(images_per_grid: dict | None = None, epochs: int = 3, batch_size: int = 576,
+                     seed: int = 1234, progress: bool = False) -> CellClassifier:
+    """Train on freshly generated real shapes images of every grid (deterministic by ``seed``;
+    tens of seconds on 2 cores). ``batch_size`` counts cell crops."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    dataset = ShapesDataset(num_images, resolution=128, seed=seed + 7, split="train")
-    images, targets = _real_batch(dataset, range(num_images))
+    parts = [_real_crops(ShapesDataset(n, resolution=128, seed=seed + 7 + grid, split="train",
+                                       max_objects=min(3, grid * grid), grid=grid))
+             for grid, n in (images_per_grid or _TRAIN_IMAGES).items()]
+    crops = torch.cat([c for c, _ in parts])
+    targets = tuple(torch.cat(t) for t in zip(*(t for _, t in parts)))
     model = CellClassifier()
-    steps = epochs * (num_images // batch_size)
+    per_epoch = crops.shape[0] // batch_size
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * per_epoch)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(num_images, generator=generator)
-        for k in range(num_images // batch_size):
+        order = torch.randperm(crops.shape[0], generator=generator)
+        for k in range(per_epoch):
             rows = order[k * batch_size:(k + 1) * batch_size]
-            loss = _loss(model(images[rows]), tuple(t[rows] for t in targets))
+            loss = _loss(model.classify_crops(crops[rows]), tuple(t[rows] for t in targets))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -128,9 +147,9 @@ def cached_classifier(cache_dir: str | Path | None = None) -> CellClassifier:
 
 
 @torch.no_grad()
-def predict_cells(model: CellClassifier, images: torch.Tensor, batch_size: int = 256):
-    """Predicted (shape, colour, size) per cell, each (N, 9) long."""
-    outs = [model(images[k:k + batch_size].float()) for k in range(0, images.shape[0], batch_size)]
+def predict_cells(model: CellClassifier, images: torch.Tensor, grid: int = 3, batch_size: int = 256):
+    """Predicted (shape, colour, size) per cell, each (N, grid²) long."""
+    outs = [model(images[k:k + batch_size].float(), grid) for k in range(0, images.shape[0], batch_size)]
     return tuple(torch.cat([o[j] for o in outs]).argmax(-1) for j in range(3))
 
 
@@ -138,9 +157,13 @@ def attribute_accuracy(model: CellClassifier, images: torch.Tensor, scenes: list
     """Accuracy of ``images`` (N, 3, H, W) in [-1, 1] against their scenes' ground truth.
 
     Returns object-level shape/colour/size accuracy, ``object`` (all three right), ``empty``
-    (empty cells predicted empty: nothing hallucinated) and ``scene`` (all nine cells right).
+    (empty cells predicted empty: nothing hallucinated; None when no cell is empty) and ``scene``
+    (every cell right). All scenes must share one grid.
     """
-    shape, colour, size = predict_cells(model, images)
+    grids = {s.grid for s in scenes}
+    if len(grids) != 1:
+        raise ValueError(f"scenes of one call must share a grid, got grids {sorted(grids)}")
+    shape, colour, size = predict_cells(model, images, grids.pop())
     truth = [scene_labels(s) for s in scenes]
     t_shape, t_colour, t_size = (torch.stack(parts) for parts in zip(*truth))
     occupied = t_shape != EMPTY
@@ -154,7 +177,7 @@ def attribute_accuracy(model: CellClassifier, images: torch.Tensor, scenes: list
         "colour": colour_ok[occupied].float().mean().item(),
         "size": size_ok[occupied].float().mean().item(),
         "object": all_ok[occupied].float().mean().item(),
-        "empty": (shape == EMPTY)[~occupied].float().mean().item(),
+        "empty": (shape == EMPTY)[~occupied].float().mean().item() if (~occupied).any() else None,
         "scene": cell_ok.all(1).float().mean().item(),
         "images": int(images.shape[0]),
     }

@@ -51,7 +51,8 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
     words_num = config["dataset"]["words_num"]
     dataset = ShapesDataset(num_images, resolution=64, seed=config["dataset"]["seed"], split="test",
                             captions_per_image=config["dataset"]["captions_per_image"],
-                            words_num=words_num, max_objects=config["dataset"].get("max_objects", 3))
+                            words_num=words_num, max_objects=config["dataset"]["max_objects"],
+                            grid=config["dataset"]["grid"])
     scenes = [dataset.get_scene(i) for i in range(num_images)]
     images, attention, captions, lens = generate_for_dataset(
         netG, text_encoder, dataset, words_num, config["model"]["z_dim"], batch, seed, device)

@@ -59,7 +59,8 @@ def build_dataset(config: dict, split: str, resolutions: tuple[int, ...], vocab=
     size = data["train_size"] if split == "train" else data["test_size"]
     return ShapesDataset(size, resolution=max(resolutions), seed=data["seed"],
                          captions_per_image=data["captions_per_image"], words_num=data["words_num"],
-                         split=split, multi_res=resolutions, max_objects=data["max_objects"])
+                         split=split, multi_res=resolutions, max_objects=data["max_objects"],
+                         grid=data["grid"])
 
 
 def build_vocabulary(config: dict):
