@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnfast.data import COLOURS, GRIDS, SHAPES, SIZES, ShapesDataset
+from attnfast.data.shapes import max_objects_for_grid
 
 EMPTY = len(SHAPES)             # shape class of an empty cell
 CELL = 24                       # each grid cell is read as a CELL x CELL crop
@@ -87,9 +88,12 @@ def scene_labels(scene) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _real_crops(dataset: ShapesDataset) -> tuple[torch.Tensor, tuple]:
     """Every cell crop of the dataset's images and its (shape, colour, size) targets, flattened."""
-    images = torch.stack([dataset[i]["images"][0] for i in range(len(dataset))])
+    chunk = 256  # images are cropped (and so shrunk) chunk by chunk to bound memory
+    crops = [cell_crops(torch.stack([dataset[i]["images"][0]
+                                     for i in range(start, min(start + chunk, len(dataset)))]), dataset.grid)
+             for start in range(0, len(dataset), chunk)]
     labels = [scene_labels(dataset.get_scene(i)) for i in range(len(dataset))]
-    return cell_crops(images, dataset.grid), tuple(torch.cat(parts) for parts in zip(*labels))
+    return torch.cat(crops), tuple(torch.cat(parts) for parts in zip(*labels))
 
 
 def _loss(outputs, targets):
@@ -98,13 +102,13 @@ def _loss(outputs, targets):
 
 
 def train_classifier(images_per_grid: dict | None = None, epochs: int = 3, batch_size: int = 576,
-                     seed: int = 1234, progress: bool = False) -> CellClassifier:
+                     seed: int = 1234) -> CellClassifier:
     """Train on freshly generated real shapes images of every grid (deterministic by ``seed``;
     tens of seconds on 2 cores). ``batch_size`` counts cell crops."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     parts = [_real_crops(ShapesDataset(n, resolution=128, seed=seed + 7 + grid, split="train",
-                                       max_objects=min(3, grid * grid), grid=grid))
+                                       max_objects=max_objects_for_grid(grid), grid=grid))
              for grid, n in (images_per_grid or _TRAIN_IMAGES).items()]
     crops = torch.cat([c for c, _ in parts])
     targets = tuple(torch.cat(t) for t in zip(*(t for _, t in parts)))
