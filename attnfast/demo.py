@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on the built-in shapes dataset, sized for a 2-core CPU.
 
-Pretrains DAMSM briefly, trains the 2-stage AttnGAN briefly, samples a grid and attention figures,
-runs the evaluation, and prints where every file is.
+The training pipeline of ``python -m attnfast.train`` (DAMSM briefly, the 2-stage AttnGAN briefly,
+the evaluation; run again, it continues) on the demo config, then a grid of samples and attention
+figures, and where every file is.
 """
 import argparse
 import json
@@ -45,27 +46,31 @@ def main(argv=None) -> int:
     from attnfast.config import load_config
     from attnfast.sample import sample
     from attnfast.trainer.common import pick_device
-    from attnfast.trainer.damsm import train_damsm
-    from attnfast.trainer.gan import train_gan
+    from attnfast.trainer.pipeline import run_pipeline
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     device = pick_device(args.device)
     config = load_config(args.config if Path(args.config).is_file() else None)
-    args.damsm_steps = args.damsm_steps or config["damsm"]["steps"]
-    args.gan_steps = args.gan_steps or config["gan"]["steps"]
+    for stage, steps in (("damsm", args.damsm_steps), ("gan", args.gan_steps)):
+        config[stage]["steps"] = steps or config[stage]["steps"]
     started = time.perf_counter()
-    print(f"== attnfast demo on {device}: DAMSM {args.damsm_steps} steps, GAN {args.gan_steps} steps ==")
-    damsm = train_damsm(config, out, device, args.amp, steps=args.damsm_steps)
-    print(f"DAMSM: {damsm['steps_per_s']:.2f} steps/s, last losses {damsm['last_losses']}")
-    gan = train_gan(config, out, device, damsm["checkpoint"], args.amp, steps=args.gan_steps)
-    print(f"GAN: {gan['steps_per_s']:.2f} steps/s, last losses {gan['last_losses']}")
+    print(f"== attnfast demo on {device}: DAMSM {config['damsm']['steps']} steps, "
+          f"GAN {config['gan']['steps']} steps ==")
+    try:
+        report = run_pipeline(config, out, device, args.amp)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"attnfast.demo: error: {exc}", file=sys.stderr)
+        return 2
+    for name in ("damsm", "gan"):
+        part = report[name]
+        print(f"{name.upper()}: " + ("reused" if part.get("reused") else
+                                     f"{part['steps']} steps at {part['steps_per_s']:.2f} steps/s, "
+                                     f"last losses {part['last_losses']}"))
     captions = DEMO_CAPTIONS[config["dataset"]["grid"]]
-    samples = sample(gan["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
+    samples = sample(report["gan"]["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
-    report = {"damsm": damsm, "gan": gan, "samples": samples}
-    from attnfast.metrics.shapes_eval import evaluate_checkpoint
-    report["eval"] = evaluate_checkpoint(gan["checkpoint"], out / "eval.json", device=device)
+    report["samples"] = samples
     print(json.dumps(report["eval"], indent=2))
     report["seconds"] = time.perf_counter() - started
     (out / "demo_report.json").write_text(json.dumps(report, indent=2))

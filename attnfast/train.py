@@ -1,7 +1,12 @@
-"""``python -m attnfast.train``: DAMSM pretraining (``--stage damsm``) and AttnGAN training
-(``--stage gan``) on the built-in shapes dataset or a configured one.
+"""``python -m attnfast.train``: the whole pipeline by default (DAMSM pretraining -> DIR/damsm.pt,
+AttnGAN training from it -> DIR/gan.pt, then the shapes evaluation -> DIR/eval.json; run again on
+the same --out to continue), or one stage: DAMSM pretraining (``--stage damsm``), AttnGAN training
+(``--stage gan``), the style encoder (``--stage style``), the VLMGAN matching block (``--stage vlm``);
+on the built-in shapes dataset or a configured one.
 
 Examples:
+    python -m attnfast.train --amp --out runs/shapes                  # DAMSM, GAN, evaluation
+    python -m attnfast.train --amp --set damsm.steps=20 --set gan.steps=20 --out runs/x
     python -m attnfast.train --stage damsm --out runs/shapes
     python -m attnfast.train --stage gan --damsm runs/shapes/damsm.pt --out runs/shapes --amp
     python -m attnfast.train --stage gan --resume runs/shapes/gan.pt --steps 10000
@@ -29,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m attnfast.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML config (default: built-in shapes defaults)")
-    parser.add_argument("--stage", choices=("damsm", "gan", "style", "vlm"), default="gan",
+    parser.add_argument("--stage", choices=("damsm", "gan", "style", "vlm"), default=None,
                         help="damsm | gan | style (encoder inverting G, needs --gan) | vlm (VLMGAN "
-                             "matching block, needs --damsm)")
+                             "matching block, needs --damsm); default: the whole pipeline, or gan "
+                             "when --damsm or --resume is given")
     parser.add_argument("--amp", nargs="?", const="auto", default="off", choices=AMP_MODES + ("auto",),
                         help="mixed precision: bf16 autocast (what a bare --amp picks where the device "
                              "has bf16), fp16 with a GradScaler")
@@ -78,9 +84,21 @@ def main(argv=None) -> int:
         device = pick_device(args.device)
         args.amp = resolve_amp(args.amp, device)
         dist, device = distributed.init_from_env(device)
+        if args.stage is None and (args.damsm or args.resume):
+            args.stage = "gan"  # what a bare --damsm / --resume always meant
+        if args.stage is None and args.gan:
+            raise ValueError("--gan (the generator to invert) goes with --stage style")
         if dist.enabled and args.stage != "gan":
-            raise ValueError(f"torchrun with several processes is supported for --stage gan, not {args.stage}")
-        if args.stage == "damsm":
+            raise ValueError("torchrun with several processes is supported for --stage gan, not "
+                             f"{args.stage or 'the whole pipeline'}")
+        if args.stage is None:
+            if args.steps is not None:
+                raise ValueError("--steps sets one stage's length; for the whole pipeline use "
+                                 "--set damsm.steps=N --set gan.steps=M")
+            from attnfast.trainer.pipeline import run_pipeline
+            summary = run_pipeline(config, args.out, device, args.amp, progress=not args.no_progress,
+                                   speed=speed_options(args))
+        elif args.stage == "damsm":
             from attnfast.trainer.damsm import train_damsm
             summary = train_damsm(config, args.out, device, args.amp, args.resume, args.steps,
                                   progress=not args.no_progress, speed=speed_options(args))
