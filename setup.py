@@ -16,6 +16,7 @@ Always install with ``pip install --no-build-isolation -e .``: build isolation w
 """
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -97,19 +98,26 @@ def _extension_modules():
     return [ext], {"build_ext": _build_ext_class(base)}
 
 
+def _version() -> str:
+    """attnfast.__version__, the one place the version is written."""
+    with open(os.path.join(ROOT, "attnfast", "__init__.py")) as handle:
+        return re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
+
+
 ext_modules, cmdclass = _extension_modules()
 
 setup(
     name="attnfast",
-    version="0.1.0",
+    version=_version(),
     description="AttnGAN and DAMSM as a performance engine: fused attention/DAMSM/block kernels, "
                 "training and sampling stack, built-in shapes dataset",
     python_requires=">=3.11",
     packages=[
         "attnfast", "attnfast.ops", "attnfast.reference", "attnfast.models", "attnfast.data",
-        "attnfast.metrics", "attnfast.engine", "attnfast.kernels",
+        "attnfast.metrics", "attnfast.engine", "attnfast.kernels", "attnfast.trainer",
     ],
     package_dir={"attnfast.kernels": "kernels"},
+    entry_points={"console_scripts": ["attnfast = attnfast.cli:main"]},
     install_requires=["torch>=2.1", "numpy", "pillow", "pyyaml", "tqdm"],
     extras_require={"triton": ["triton>=3.0"], "metrics": ["torchmetrics", "torch-fidelity"],
                     "test": ["pytest"]},
