@@ -52,8 +52,7 @@ def test_every_subcommand_help_is_its_python_m_help(command, capsys):
     ours = capsys.readouterr().out
     with pytest.raises(SystemExit):
         __import__(module, fromlist=["main"]).main(["--help"])
-    assert ours == capsys.readouterr().out
-    assert ours.startswith(f"usage: python -m {module}")
+    assert ours.startswith("usage:") and ours == capsys.readouterr().out
 
 
 def test_a_command_not_installed_says_so(capsys, monkeypatch):
