@@ -282,9 +282,15 @@ def test_bf16_step_keeps_losses_and_batch_norm_statistics_in_fp32(tmp_path, dams
     assert all(int(m.num_batches_tracked) >= 1 for m in norms)        # statistics were updated
 
 
-def test_default_amp_mode():
-    assert amp_lib.default_mode(CPU) == "bf16"
+def test_default_amp_mode(monkeypatch):
+    expected = "bf16" if amp_lib.cpu_has_native_bf16() else "off"
+    assert amp_lib.default_mode(CPU) == expected
+    assert amp_lib.resolve("auto", CPU) == expected
+    monkeypatch.setattr(amp_lib, "cpu_has_native_bf16", lambda: True)
     assert amp_lib.resolve("auto", CPU) == "bf16"
+    monkeypatch.setattr(amp_lib, "cpu_has_native_bf16", lambda: False)
+    assert amp_lib.resolve("auto", CPU) == "off"
+    assert amp_lib.resolve("bf16", CPU) == "bf16"                       # an explicit mode is kept
     assert amp_lib.resolve("off", CPU) == "off"
     with pytest.raises(ValueError, match="--amp must be one of"):
         amp_lib.resolve("fp8", CPU)
