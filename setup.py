@@ -107,7 +107,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "attnfast", "attnfast.ops", "attnfast.reference", "attnfast.models", "attnfast.data",
-        "attnfast.metrics", "attnfast.engine", "attnfast.kernels",
+        "attnfast.metrics", "attnfast.engine", "attnfast.kernels", "attnfast.trainer", "attnfast.generation",
     ],
     package_dir={"attnfast.kernels": "kernels"},
     install_requires=["torch>=2.1", "numpy", "pillow", "pyyaml", "tqdm"],

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
-    from attnfast.sample import sample
+    from attnfast.generation import sample_to_files
     from attnfast.trainer.common import pick_device
     from attnfast.trainer.damsm import train_damsm
     from attnfast.trainer.gan import train_gan
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     gan = train_gan(config, out, device, damsm["checkpoint"], args.amp, steps=args.gan_steps)
     print(f"GAN: {gan['steps_per_s']:.2f} steps/s, last losses {gan['last_losses']}")
     captions = DEMO_CAPTIONS[config["dataset"]["grid"]]
-    samples = sample(gan["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
+    samples = sample_to_files(gan["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
     report = {"damsm": damsm, "gan": gan, "samples": samples}
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
