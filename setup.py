@@ -108,10 +108,13 @@ setup(
     packages=[
         "attnfast", "attnfast.ops", "attnfast.reference", "attnfast.models", "attnfast.data",
         "attnfast.metrics", "attnfast.engine", "attnfast.kernels", "attnfast.trainer", "attnfast.generation",
+        "attnfast.serving",
     ],
     package_dir={"attnfast.kernels": "kernels"},
+    package_data={"attnfast.serving": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=["torch>=2.1", "numpy", "pillow", "pyyaml", "tqdm"],
     extras_require={"triton": ["triton>=3.0"], "metrics": ["torchmetrics", "torch-fidelity"],
+                    "serve": ["fastapi", "uvicorn", "prometheus_client"],
                     "test": ["pytest"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
