@@ -13,7 +13,23 @@ import argparse
 import logging
 import sys
 
+import uvicorn
+
 LOG = logging.getLogger("attnfast")
+
+
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server that prints, whatever the log level, the address it listens on once it does
+    (the actual port with --port 0): ``attnfast.serve: listening on http://HOST:PORT/``."""
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    host = f"[{host}]" if ":" in host else host
+                    print(f"attnfast.serve: listening on http://{host}:{port}/", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +78,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
-        import uvicorn
-
         from attnfast.generation import SeededGenerator, load_generator, load_released
         from attnfast.serving import create_app
         from attnfast.trainer.common import pick_device
@@ -75,12 +89,12 @@ def main(argv=None) -> int:
                                max_batch=settings.max_batch)
         core.warm_up()
         app = create_app(core, settings)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.serve: error: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=None)
-    server = uvicorn.Server(config)
+    server = AnnouncingServer(config)
     server.run()
     return 0 if server.started else 1
 

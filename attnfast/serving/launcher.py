@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-STARTED = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+STARTED = re.compile(r"attnfast\.serve: listening on http://127\.0\.0\.1:(\d+)/")
 
 
 class ServerProcess:
