@@ -18,6 +18,7 @@ from pathlib import Path
 # The generation core is the library; these names stay importable from here for existing callers.
 from attnfast.generation import (GenerationError, encode_captions, fixed_noise, generate,  # noqa: F401
                                  load_generator, load_released)
+from attnfast.generation.loading import add_model_arguments, models_from_args
 from attnfast.generation import sample_to_files as sample  # noqa: F401
 
 SampleError = GenerationError
@@ -38,16 +39,7 @@ def read_captions(args) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m attnfast.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a GAN checkpoint (gan.pt)")
-    source.add_argument("--netG", metavar="PATH", help="the original AttnGAN's released generator "
-                        "(netG_*.pth; with --text-encoder and --vocab)")
-    parser.add_argument("--text-encoder", metavar="PATH", help="released text_encoder*.pth (--netG)")
-    parser.add_argument("--vocab", metavar="PICKLE", help="the data set's captions.pickle (--netG)")
-    parser.add_argument("--words-num", type=int, default=25, help="WORDS_NUM for --netG (25: the "
-                        "original's eval_bird.yml; eval_coco.yml: 20)")
-    parser.add_argument("--mask-mode", choices=("attngan", "correct"), default="attngan",
-                        help="word mask of released generators (attngan: as they were trained)")
+    add_model_arguments(parser)
     parser.add_argument("--interpolate", nargs=2, metavar=("CAPTION_A", "CAPTION_B"),
                         help="draw the path from caption A to B with fixed noise as a strip PNG (GAN-INT)")
     parser.add_argument("--steps", type=int, default=8, help="images along the --interpolate path")
@@ -91,9 +83,7 @@ def main(argv=None) -> int:
                                      Path(args.out) / "style_transfer.png", args.seed,
                                      pick_device(args.device), args.amp)
         else:
-            models = None if args.netG is None else load_released(
-                args.netG, args.text_encoder, args.vocab, pick_device(args.device), args.words_num,
-                args.mask_mode)
+            models = None if args.netG is None else models_from_args(args, pick_device(args.device))
             summary = sample(args.checkpoint, read_captions(args), args.out, args.n, args.batch, args.seed,
                              args.attention, pick_device(args.device), args.amp, not args.no_progress,
                              models, fmt=args.format, fuse=not args.no_fuse, graphs=args.graphs)

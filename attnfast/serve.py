@@ -33,17 +33,12 @@ class AnnouncingServer(uvicorn.Server):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from attnfast.generation.loading import add_model_arguments
     from attnfast.serving.settings import ServeSettings
     defaults = ServeSettings()
     parser = argparse.ArgumentParser(prog="python -m attnfast.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a GAN checkpoint (gan.pt)")
-    source.add_argument("--netG", metavar="PATH", help="the original AttnGAN's released generator "
-                        "(netG_*.pth; with --text-encoder and --vocab)")
-    parser.add_argument("--text-encoder", metavar="PATH", help="released text_encoder*.pth (--netG)")
-    parser.add_argument("--vocab", metavar="PICKLE", help="the data set's captions.pickle (--netG)")
-    parser.add_argument("--words-num", type=int, default=25, help="WORDS_NUM for --netG")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     parser.add_argument("--device", default="auto")
@@ -78,13 +73,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
-        from attnfast.generation import SeededGenerator, load_generator, load_released
+        from attnfast.generation import SeededGenerator
+        from attnfast.generation.loading import models_from_args
         from attnfast.serving import create_app
         from attnfast.trainer.common import pick_device
         settings = settings_from(args)
         device = pick_device(args.device)
-        models = (load_generator(args.checkpoint, device) if args.netG is None else
-                  load_released(args.netG, args.text_encoder, args.vocab, device, args.words_num))
+        models = models_from_args(args, device)
         core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
                                max_batch=settings.max_batch)
         core.warm_up()

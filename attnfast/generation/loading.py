@@ -51,3 +51,25 @@ def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device
     config = {"dataset": {"words_num": words_num},
               "model": {"z_dim": netG.z_dim, "condition_dim": netG.ncf, "branch_num": netG.branch_num}}
     return GeneratorModels(netG.to(device), text_encoder.to(device), vocab, config)
+
+
+def add_model_arguments(parser) -> None:
+    """The model options of every command that draws images (argparse): ``--checkpoint`` or
+    ``--netG`` with ``--text-encoder``, ``--vocab``, ``--words-num`` and ``--mask-mode``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a GAN checkpoint (gan.pt)")
+    source.add_argument("--netG", metavar="PATH", help="the original AttnGAN's released generator "
+                        "(netG_*.pth; with --text-encoder and --vocab)")
+    parser.add_argument("--text-encoder", metavar="PATH", help="released text_encoder*.pth (--netG)")
+    parser.add_argument("--vocab", metavar="PICKLE", help="the data set's captions.pickle (--netG)")
+    parser.add_argument("--words-num", type=int, default=25, help="WORDS_NUM for --netG (25: the "
+                        "original's eval_bird.yml; eval_coco.yml: 20)")
+    parser.add_argument("--mask-mode", choices=("attngan", "correct"), default="attngan",
+                        help="word mask of released generators (attngan: as they were trained)")
+
+
+def models_from_args(args, device: torch.device) -> GeneratorModels:
+    """The models named by :func:`add_model_arguments`' options."""
+    if args.netG is None:
+        return load_generator(args.checkpoint, device)
+    return load_released(args.netG, args.text_encoder, args.vocab, device, args.words_num, args.mask_mode)
