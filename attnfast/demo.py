@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
-    from attnfast.sample import sample
+    from attnfast.generation import sample_to_files
     from attnfast.trainer.common import pick_device
     from attnfast.trainer.pipeline import run_pipeline
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                                      f"{part['steps']} steps at {part['steps_per_s']:.2f} steps/s, "
                                      f"last losses {part['last_losses']}"))
     captions = DEMO_CAPTIONS[config["dataset"]["grid"]]
-    samples = sample(report["gan"]["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
+    samples = sample_to_files(report["gan"]["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
     report["samples"] = samples
     print(json.dumps(report["eval"], indent=2))

@@ -1,6 +1,8 @@
 """GAN-INT (Reed et al. 2016, Sec. 4.3): text conditions interpolated between two captions, for
-training (beta = 0.5, :func:`interpolate_text`) and for drawing a path between two captions with
-fixed noise (:func:`interpolation_strip`, ``python -m attnfast.sample --interpolate A B``).
+training (beta = 0.5, :func:`paired_with_next`) and for drawing a path between two captions with
+fixed noise (attnfast.generation.interpolation: ``python -m attnfast.sample --interpolate A B``,
+``POST /v1/interpolate``). Only the math lives here (torch alone), so the trainer and the
+generation core both import it.
 
 What the generator gets at mixing weight beta in [0, 1] (0 = caption a, 1 = caption b):
 - sentence: (1 - beta) * s_a + beta * s_b, the paper's interpolated embedding (feeds CA and stage 1);
@@ -55,46 +57,3 @@ def paired_with_next(sentence, words, mask, beta: float = 0.5):
     (B, E), (B, E, T), (B, T) -> the same shapes (see :func:`interpolate_text`)."""
     return interpolate_text(sentence, words, mask, sentence.roll(-1, 0), words.roll(-1, 0),
                             mask.roll(-1, 0), beta)
-
-
-@torch.no_grad()
-def interpolation_images(netG, text_encoder, captions, cap_lens, words_num: int, steps: int,
-                         noise: torch.Tensor, eps: torch.Tensor, amp: str = "off") -> torch.Tensor:
-    """Images along the path from caption 0 to caption 1 with one fixed noise.
-
-    captions (2, words_num) ids, cap_lens (2,), noise (1, z_dim), eps (1, ncf) (the CA noise).
-    Returns (steps, 3, S, S) float images of the last stage, beta = linspace(0, 1, steps).
-    """
-    from attnfast.engine.amp import autocast
-    from attnfast.trainer.common import encode_text
-    if steps < 2:
-        raise ValueError(f"--steps must be >= 2, got {steps}")
-    device = noise.device
-    captions = captions.to(device)
-    words, sentence = encode_text(text_encoder, captions, cap_lens, words_num)
-    words, sentence, mask = words.float(), sentence.float(), captions == 0
-    beta = torch.linspace(0, 1, steps, device=device)
-    pick = lambda t, i: t[i:i + 1].expand(steps, *t.shape[1:])
-    sent, wrd, msk = interpolate_text(pick(sentence, 0), pick(words, 0), pick(mask, 0),
-                                      pick(sentence, 1), pick(words, 1), pick(mask, 1), beta)
-    with autocast(amp, device):
-        fakes, _, _, _ = netG(noise.expand(steps, -1), sent, wrd, msk, eps=eps.expand(steps, -1))
-    return fakes[-1].float()
-
-
-def interpolation_strip(checkpoint, caption_a: str, caption_b: str, out_path, steps: int = 8,
-                        seed: int = 0, device: torch.device | None = None, amp: str = "off") -> dict:
-    """Write the strip PNG (one row of ``steps`` images, beta under each) to ``out_path``."""
-    from attnfast.data.grid import save_image_grid
-    from attnfast.sample import encode_captions, fixed_noise, load_generator
-    device = device or torch.device("cpu")
-    netG, text_encoder, vocab, config = load_generator(checkpoint, device)
-    words_num = config["dataset"]["words_num"]
-    ids, lens, _ = encode_captions([caption_a, caption_b], vocab, words_num)
-    noise, eps = fixed_noise(config, 1, seed)
-    images = interpolation_images(netG, text_encoder, ids, lens, words_num, steps, noise.to(device),
-                                  eps.to(device), amp)
-    labels = [f"beta={b:.2f}" for b in torch.linspace(0, 1, steps).tolist()]
-    labels[0], labels[-1] = f"{caption_a} (beta=0)", f"{caption_b} (beta=1)"
-    save_image_grid(images.cpu(), out_path, ncol=steps, captions=labels)
-    return {"images": steps, "out": str(out_path), "caption_a": caption_a, "caption_b": caption_b}

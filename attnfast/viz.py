@@ -10,13 +10,20 @@ from PIL import Image
 from attnfast.data.grid import make_grid_image
 
 
+def normalise_map(attn: torch.Tensor) -> torch.Tensor:
+    """An attention map (..., h, w) >= 0 -> the same shape in [0, 1], min-max over its last two
+    dimensions (each map to its own range: shows the contrast of a flat map too)."""
+    low = attn.amin(dim=(-2, -1), keepdim=True)
+    high = attn.amax(dim=(-2, -1), keepdim=True)
+    return (attn - low) / (high - low).clamp(min=1e-12)
+
+
 def overlay_attention(image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """image (3, H, W) in [-1, 1], attn (h, w) >= 0 -> (3, H, W) in [-1, 1]: the image darkened
-    where the word is not attended, a warm tint where it is (map normalised to its own max)."""
+    where the word is not attended, a warm tint where it is (map normalised to its own range)."""
     size = image.shape[-2:]
     heat = F.interpolate(attn[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-    heat = heat - heat.min()
-    heat = heat / heat.max().clamp(min=1e-12)                               # min-max: show contrast
+    heat = normalise_map(heat)
     base = (image.float() + 1) / 2                                          # [0, 1]
     tint = torch.stack([heat, heat * 0.55, torch.zeros_like(heat)])          # orange-red
     blended = base * (0.35 + 0.65 * heat) * 0.6 + tint * 0.4

@@ -2,7 +2,7 @@
 
     python bench/sample_bench.py [--quick] [--results-dir DIR]
 
-Images per second of ``attnfast.sample.generate`` (text encoder + generator, no file writing) for:
+Images per second of ``attnfast.generation.generate`` (text encoder + generator, no file writing) for:
   original   fp32, eager, BatchNorms as trained, the ops' reference backend (the "x orig" baseline)
   fused      BatchNorms folded (fuse_for_inference) and the fused ops (backend auto)
   bf16       fused + bf16 autocast
@@ -28,7 +28,7 @@ from _common import backend_env, device_info, peak_memory, print_table, time_fn,
 from attnfast.engine.graphed_generator import GraphedGenerator  # noqa: E402
 from attnfast.models import G_NET, RNN_ENCODER  # noqa: E402
 from attnfast.models.inference import fuse_for_inference  # noqa: E402
-from attnfast.sample import generate  # noqa: E402
+from attnfast.generation import generate  # noqa: E402
 
 FULL = {"width": dict(ngf=32, nef=256, ncf=100, z_dim=100, r_num=2), "word_dim": 300,
         "resolutions": {64: 1, 256: 3}, "batches": (1, 64, 256)}

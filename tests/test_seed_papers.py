@@ -9,7 +9,8 @@ from PIL import Image
 
 from attnfast import sample as sample_cli
 from attnfast import train as train_cli
-from attnfast.interpolate import interpolate_text, interpolation_images, paired_with_next
+from attnfast.generation import interpolation_images
+from attnfast.interpolate import interpolate_text, paired_with_next
 from attnfast.reference.colour_consistency import colour_consistency_loss, colour_statistics
 from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.style import StyleTrainer
@@ -95,7 +96,7 @@ def test_interpolate_text_endpoints_and_midpoint():
 def test_interpolation_endpoints_equal_plain_sampling(gan_checkpoint):
     netG, text_encoder, vocab, config = sample_cli.load_generator(gan_checkpoint, CPU)
     words_num = config["dataset"]["words_num"]
-    ids, lens, _ = sample_cli.encode_captions(["a large red circle in the center",
+    ids, lens, _, _ = sample_cli.encode_captions(["a large red circle in the center",
                                                "a small blue square in the top left"], vocab, words_num)
     noise, eps = sample_cli.fixed_noise(config, 1, seed=3)
     path = interpolation_images(netG, text_encoder, ids, lens, words_num, 5, noise, eps)
@@ -202,11 +203,11 @@ def test_style_transfer_cli_writes_its_grid(tmp_path, gan_checkpoint, style_chec
 
 
 def test_style_transfer_keeps_z_from_the_image(gan_checkpoint, style_checkpoint):
-    from attnfast.style_transfer import transfer_images
+    from attnfast.generation import transfer_images
     from attnfast.trainer.style import load_style_encoder
     netG, text_encoder, vocab, config = sample_cli.load_generator(gan_checkpoint, CPU)
     encoder, _ = load_style_encoder(style_checkpoint, CPU)
-    ids, lens, _ = sample_cli.encode_captions(["a red circle", "a blue star"], vocab, 18)
+    ids, lens, _, _ = sample_cli.encode_captions(["a red circle", "a blue star"], vocab, 18)
     images = torch.rand(2, 3, 128, 128) * 2 - 1
     _, eps = sample_cli.fixed_noise(config, 1, 0)
     out = transfer_images(netG, text_encoder, encoder, images, ids, lens, 18, eps)

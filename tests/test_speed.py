@@ -414,7 +414,7 @@ def test_graphed_generator_equals_eager_on_cuda(gan_ckpt):
     netG, text_encoder, vocab, config = sample_cli.load_generator(gan_ckpt, cuda)
     netG = fuse_for_inference(netG)
     words_num = config["dataset"]["words_num"]
-    ids, lens, _ = sample_cli.encode_captions(["a large red circle in the center", "a small blue square"],
+    ids, lens, _, _ = sample_cli.encode_captions(["a large red circle in the center", "a small blue square"],
                                               vocab, words_num)
     ids, lens = ids[[0, 1, 0, 1, 1]], lens[[0, 1, 0, 1, 1]]
     noise = torch.randn(5, config["model"]["z_dim"])

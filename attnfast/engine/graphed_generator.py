@@ -1,7 +1,7 @@
 """Batched generation at one fixed batch size, captured as a CUDA graph on the GPU (issue 8).
 
 :class:`GraphedGenerator` wraps a generation function ``fn(captions, cap_lens, noise) -> (fakes,
-att_maps)`` (e.g. :func:`attnfast.sample.generate` with the text encoder run unpacked, so that no
+att_maps)`` (e.g. :func:`attnfast.generation.generate` with the text encoder run unpacked, so that no
 caption length is read on the host). On CUDA with ``graphs=True`` the first full batch is run
 twice on a side stream (warm-up), then captured; every later batch is copied into the static
 inputs and the graph replayed. A smaller (last) batch is padded to the captured size with copies

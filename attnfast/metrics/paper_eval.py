@@ -64,7 +64,7 @@ def evaluate_generator(netG, text_encoder, image_encoder, captions, class_ids, *
     """
     from attnfast.data.attngan_text import caption_tensor
     from attnfast.data.grid import to_uint8_images
-    from attnfast.sample import generate
+    from attnfast.generation import generate
     from attnfast.trainer.common import encode_text
     from attnfast.viz import save_png
     device = torch.device(device) if device is not None else next(netG.parameters()).device

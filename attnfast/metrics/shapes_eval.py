@@ -18,14 +18,16 @@ from . import grounding, shapes_accuracy
 def generate_for_dataset(netG, text_encoder, dataset, words_num: int, z_dim: int, batch: int,
                          seed: int, device: torch.device):
     """Images of the last stage (N, 3, S, S), attention of the first attentional stage (N, T, h, w)
-    (or None), and the batch tensors, for every item of ``dataset``."""
-    from attnfast.sample import generate
-    generator = torch.Generator().manual_seed(seed)
+    (or None), and the batch tensors, for every item of ``dataset``; item i is drawn with seed
+    ``seed + i`` (attnfast.generation.seeded_noise: z and the CA noise, so the result is reproducible)."""
+    from attnfast.generation import generate, seeded_noise
     images, attention, captions, lens = [], [], [], []
     for start in range(0, len(dataset), batch):
         items = collate_shapes([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
-        noise = torch.randn(items["captions"].shape[0], z_dim, generator=generator).to(device)
-        fakes, att_maps = generate(netG, text_encoder, items["captions"], items["cap_lens"], noise, words_num)
+        count = items["captions"].shape[0]
+        noise, eps = seeded_noise(range(seed + start, seed + start + count), z_dim, netG.ncf)
+        fakes, att_maps = generate(netG, text_encoder, items["captions"], items["cap_lens"], noise.to(device),
+                                   words_num, eps=eps.to(device))
         images.append(fakes[-1].cpu())
         if att_maps:
             attention.append(att_maps[0].cpu())
@@ -40,7 +42,7 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
                         classifier_cache=None) -> dict:
     """All shapes metrics of a GAN checkpoint as a dict (also written to ``out_json``)."""
     from attnfast.engine import checkpoint as ckpt
-    from attnfast.sample import load_generator
+    from attnfast.generation import load_generator
     from attnfast.trainer.common import build_image_encoder
     device = device or torch.device("cpu")
     netG, text_encoder, vocab, config = load_generator(checkpoint, device)

@@ -25,7 +25,7 @@ class StyleTrainer(common.StepLoop):
     kind = "style"
 
     def __init__(self, config: dict, out_dir, device: torch.device, gan_path, amp: str = "off"):
-        from attnfast.sample import load_generator
+        from attnfast.generation.loading import load_generator
         self.out_dir, self.device, self.amp = Path(out_dir), device, amp
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.gan_path = str(gan_path)
@@ -55,7 +55,7 @@ class StyleTrainer(common.StepLoop):
     @torch.no_grad()
     def generated(self, batch: dict):
         """(B, z_dim) noise and G's last-stage images (B, 3, S, S) for the batch's captions."""
-        from attnfast.sample import generate
+        from attnfast.generation.core import generate
         captions = batch["captions"]
         noise = torch.randn(captions.shape[0], self.config["model"]["z_dim"], device=self.device)
         fakes, _ = generate(self.netG, self.text_encoder, captions, batch["cap_lens"], noise,

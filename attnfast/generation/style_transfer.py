@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .captions import encode_captions
+from .core import generate
+from .errors import GenerationError
+from .loading import load_generator
+from .noise import fixed_noise
+
 
 def load_image(path, size: int) -> torch.Tensor:
     """An image file as a (1, 3, size, size) float tensor in [-1, 1] (RGB, bicubic resize, Pillow)."""
@@ -30,7 +36,6 @@ def transfer_images(netG, text_encoder, style_encoder, images, captions, cap_len
                     eps: torch.Tensor, amp: str = "off") -> torch.Tensor:
     """images (N, 3, S, S) in [-1, 1], captions (C, words_num) ids, cap_lens (C,), eps (1, ncf) ->
     (N, C, 3, S', S') last-stage images G(S(image n), caption c) with one fixed CA noise."""
-    from attnfast.sample import generate
     z = style_encoder(images).float()                                     # (N, z_dim)
     count, n_caps = z.shape[0], captions.shape[0]
     noise = z.repeat_interleave(n_caps, dim=0)                            # (N*C, z_dim)
@@ -45,11 +50,10 @@ def style_transfer(checkpoint, style_checkpoint, image_paths: list, captions: li
                    seed: int = 0, device: torch.device | None = None, amp: str = "off") -> dict:
     """Write the style-transfer grid PNG to ``out_path``; returns a summary."""
     from attnfast.data.grid import save_image_grid
-    from attnfast.sample import SampleError, encode_captions, fixed_noise, load_generator
     from attnfast.trainer.style import load_style_encoder
     device = device or torch.device("cpu")
     if not image_paths:
-        raise SampleError("--style-from needs at least one image")
+        raise GenerationError("--style-from needs at least one image")
     netG, text_encoder, vocab, config = load_generator(checkpoint, device)
     encoder, _ = load_style_encoder(style_checkpoint, device)
     if encoder.z_dim != config["model"]["z_dim"]:
@@ -59,7 +63,7 @@ def style_transfer(checkpoint, style_checkpoint, image_paths: list, captions: li
     size = stage_resolutions(config)[-1]
     images = torch.cat([load_image(p, size) for p in image_paths]).to(device)
     words_num = config["dataset"]["words_num"]
-    ids, lens, _ = encode_captions(captions, vocab, words_num)
+    ids, lens, _, _ = encode_captions(captions, vocab, words_num)
     _, eps = fixed_noise(config, 1, seed)
     fakes = transfer_images(netG, text_encoder, encoder, images, ids, lens, words_num, eps.to(device), amp)
     tiles, labels = [], []

@@ -1,0 +1,187 @@
+"""Load test of ``python -m attnfast.serve`` (DESIGN.md §7; issue 19): dynamic batching against
+batch-1 serving, measured side by side in one run.
+
+    python bench/serve_bench.py [--checkpoint runs/demo/gan.pt] [--clients 32] [--seconds 20] [--repeats 3]
+    python bench/serve_bench.py --gpu          # GPU-sized: cuda, bf16, CUDA graphs, 256 clients, batch 256
+
+Starts two servers on 127.0.0.1 from the same checkpoint, one with ``--max-batch B`` (dynamic
+batching) and one with ``--max-batch 1``; then, alternating between them ``--repeats`` times (so
+that a noisy neighbour hits both), K client threads each send one request after another (one
+caption, ``--n`` images, a fresh seed) for ``--seconds``. Every loop is bounded in time and count
+and the servers are stopped at the end. Per run: images/s, latency p50/p95/p99 of the requests,
+mean batch size (the server's /v1/metrics). Results: a table and bench/results/serve_<device kind>.json.
+"""
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import device_info, print_table, write_results  # noqa: E402
+
+from attnfast.serving.launcher import ServerProcess  # noqa: E402
+
+CAPTIONS = ["a large red circle in the center", "a large blue square in the center on a beige background",
+            "a large yellow triangle in the center with a navy background", "a large green star in the center",
+            "a large white diamond at the center on a teal background", "a large orange cross in the center"]
+MAX_REQUESTS_PER_CLIENT = 100_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def scrape(url: str) -> dict:
+    """Batch-size histogram sum and count from the server's /v1/metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    parsed = urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    conn.request("GET", "/v1/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("attnfast_batch_size_sum", "attnfast_batch_size_count"):
+                out[sample.name] = sample.value
+    return out
+
+
+def client(url: str, index: int, n: int, stop_at: float, latencies: list, errors: list) -> None:
+    """One client: requests back to back until ``stop_at`` (or MAX_REQUESTS_PER_CLIENT)."""
+    parsed = urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
+    for k in range(MAX_REQUESTS_PER_CLIENT):
+        if time.monotonic() >= stop_at:
+            break
+        body = json.dumps({"captions": [CAPTIONS[(index + k) % len(CAPTIONS)]], "n": n,
+                           "seed": index * MAX_REQUESTS_PER_CLIENT + k})
+        started = time.perf_counter()
+        try:
+            conn.request("POST", "/v1/images", body, {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            payload = reply.read()
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            conn.close()
+            conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
+            continue
+        if reply.status != 200:
+            errors.append(f"HTTP {reply.status}: {payload[:200]!r}")
+            continue
+        latencies.append(time.perf_counter() - started)
+    conn.close()
+
+
+def load_run(url: str, clients: int, n: int, seconds: float) -> dict:
+    """K clients against ``url`` for ``seconds``: images/s, latency percentiles (ms), batch size."""
+    before = scrape(url)
+    latencies, errors = [], []
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(url, i, n, started + seconds, latencies, errors))
+               for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started          # includes the requests in flight at the deadline
+    after = scrape(url)
+    batches = after["attnfast_batch_size_count"] - before["attnfast_batch_size_count"]
+    images = after["attnfast_batch_size_sum"] - before["attnfast_batch_size_sum"]
+    ms = sorted(1000 * v for v in latencies) or [float("nan")]
+    return {"requests": len(latencies), "errors": len(errors), "first_error": errors[0] if errors else None,
+            "images": int(images), "seconds": elapsed, "images_per_s": n * len(latencies) / elapsed,
+            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
+            "mean_batch": images / batches if batches else None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="runs/demo/gan.pt")
+    parser.add_argument("--clients", type=int, default=None, help="concurrent clients (32; --gpu 256)")
+    parser.add_argument("--n", type=int, default=1, help="images per request")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of one measured run")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="unmeasured run per server first")
+    parser.add_argument("--repeats", type=int, default=3, help="measured runs per mode, interleaved")
+    parser.add_argument("--max-batch", type=int, default=None, help="dynamic mode's --max-batch (64; --gpu 256)")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--gpu", action="store_true", help="GPU-sized: --device cuda --amp bf16 --graphs, "
+                        "256 clients, --max-batch 256")
+    parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.checkpoint):      # `make bench` runs every bench: say why, do not fail
+        print(f"serve_bench: skipped: checkpoint not found: {args.checkpoint} (make demo writes runs/demo/gan.pt)")
+        return 0
+    if args.gpu and not torch.cuda.is_available():
+        parser.error("--gpu needs a CUDA device")
+    clients = args.clients or (256 if args.gpu else 32)
+    max_batch = args.max_batch or (256 if args.gpu else 64)
+    common = ["--checkpoint", args.checkpoint, "--max-wait-ms", str(args.max_wait_ms),
+              "--max-queue", str(max(4 * clients * args.n, max_batch)), "--log-level", "warning"]
+    if args.gpu:
+        common += ["--device", "cuda", "--amp", "bf16", "--graphs"]
+    else:
+        common += ["--device", "cpu"]
+    modes = {f"dynamic (max-batch {max_batch})": ["--max-batch", str(max_batch)], "batch 1": ["--max-batch", "1"]}
+    device = torch.device("cuda" if args.gpu else "cpu")
+    meta = device_info(device)
+    meta.update({"checkpoint": args.checkpoint, "clients": clients, "images_per_request": args.n,
+                 "seconds_per_run": args.seconds, "repeats": args.repeats, "max_wait_ms": args.max_wait_ms,
+                 "server_flags": common, "note": "clients and servers share the machine; on the 2-core CI "
+                 "machine other jobs may run too: compare the modes within one run"})
+    rows = []
+    servers = {}
+    try:
+        for name, flags in modes.items():
+            servers[name] = ServerProcess(*common, *flags, timeout=600)
+        for name in modes:
+            load_run(servers[name].url, clients, args.n, args.warmup_seconds)
+        for repeat in range(args.repeats):
+            order = list(modes) if repeat % 2 == 0 else list(reversed(modes))
+            for name in order:
+                row = {"mode": name, "repeat": repeat, **load_run(servers[name].url, clients, args.n, args.seconds)}
+                rows.append(row)
+                print(f"  {name} run {repeat}: {row['images_per_s']:.1f} images/s, p99 {row['p99_ms']:.0f} ms, "
+                      f"mean batch {row['mean_batch'] or 0:.1f}, errors {row['errors']}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    summary = []
+    for name in modes:
+        runs = [r for r in rows if r["mode"] == name]
+        rates = [r["images_per_s"] for r in runs]
+        summary.append({"mode": name, "runs": len(runs), "images_per_s": statistics.median(rates),
+                        "images_per_s_min": min(rates), "images_per_s_max": max(rates),
+                        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                        "p95_ms": statistics.median(r["p95_ms"] for r in runs),
+                        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                        "p99_ms_max": max(r["p99_ms"] for r in runs),
+                        "mean_batch": statistics.median(r["mean_batch"] or 0 for r in runs),
+                        "errors": sum(r["errors"] for r in runs)})
+    dynamic, single = summary
+    ratios = [a["images_per_s"] / b["images_per_s"] for a, b in
+              zip([r for r in rows if r["mode"] == dynamic["mode"]], [r for r in rows if r["mode"] == single["mode"]])]
+    dynamic["speedup_vs_batch_1"] = statistics.median(ratios)
+    dynamic["speedup_min"], dynamic["speedup_max"] = min(ratios), max(ratios)
+    print(f"\n{clients} clients x {args.n} image(s) per request, {args.repeats} x {args.seconds:.0f} s per mode "
+          f"on {meta['device']}")
+    print_table(summary, [("mode", "mode", ""), ("images_per_s", "images/s", ".1f"),
+                          ("images_per_s_min", "min", ".1f"), ("images_per_s_max", "max", ".1f"),
+                          ("p50_ms", "p50 ms", ".0f"), ("p95_ms", "p95 ms", ".0f"), ("p99_ms", "p99 ms", ".0f"),
+                          ("mean_batch", "batch", ".1f"), ("errors", "errors", "d")])
+    print(f"dynamic batching / batch 1: {dynamic['speedup_vs_batch_1']:.2f}x (per repeat "
+          f"{', '.join(f'{r:.2f}' for r in ratios)})")
+    path = write_results("serve", summary + rows, meta, args.results_dir)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
