@@ -482,8 +482,11 @@ class _Plan:
         return splits * nph if self.cl else splits
 
 
-def _launch_options(y: torch.Tensor) -> dict:
-    return {} if y.device.type == "cpu" else {"num_warps": 4}
+def _launch_options(y: torch.Tensor, warps: int = 4) -> dict:
+    """GPU launch options. The backward reduction keeps ~10 live fp32 values per tile element (y,
+    gate, grad, both normalised inputs and dz's): 8 warps hold a 2048-element tile without spills
+    (4 warps spilled ~140 bytes per thread, bench/kernel_resources.py)."""
+    return {} if y.device.type == "cpu" else {"num_warps": warps}
 
 
 def _log_compile(kind: str, y: torch.Tensor, flags: dict) -> None:
@@ -608,7 +611,7 @@ def bn_act_backward(grad_out: torch.Tensor, y: torch.Tensor, weight: torch.Tenso
     _log_compile("backward", y, flags)
     _bwd_reduce_kernel[(plan.channel_blocks, splits)](
         y, grad_out, scale, shift, mean, invstd, part, geo.k, geo.c_out, *plan.geometry, per_split,
-        rows, *y.stride(), *grad_out.stride(), **flags, **_launch_options(y))
+        rows, *y.stride(), *grad_out.stride(), **flags, **_launch_options(y, warps=8))
     sums = part.sum(1)                                                    # (2, K): dbeta, dgamma
     _bwd_apply_kernel[(plan.n_tiles, plan.channel_blocks)](
         y, grad_out, dy, scale, shift, mean, invstd, sums, geo.k, geo.c_out, *plan.geometry,
