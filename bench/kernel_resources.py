@@ -46,17 +46,21 @@ NVCC_SOURCES = ("attention.cu", "damsm.cu")
 OCCUPANCY_GPUS = {"A100": 80, "H100": 90}
 
 # Spills tolerated at the model's shapes: (kernel, arch, a substring of a case label) -> the most
-# spill bytes (stack frame) per thread allowed. Each is a rare variant, listed with its measured bytes.
+# spill bytes (stack frame) per thread allowed, the largest measured under triton 3.6 and 3.9 (the
+# two versions' ptxas allocate differently). Each is a rare variant or has no spill-free
+# configuration; bench/results/kernel_resources.json has the bytes per version.
 SPILL_EXCEPTIONS: dict[tuple[str, int, str], int] = {
-    # attention backward in fp32 with a gradient for the attention maps (the generator never passes
-    # one: its maps feed no loss), IEEE fp32 dots on the FMA units at 255 registers
-    ("_bwd_kernel", 80, "fp32 bwd mask=attngan dattn strided"): 16,
-    ("_bwd_kernel", 90, "fp32 bwd mask=attngan dattn strided"): 64,
-    ("_bwd_kernel", 90, "fp32 bwd mask=None dattn"): 24,
+    # attention backward with a gradient for the attention maps (the generator never passes one:
+    # its maps feed no loss) and the attngan mask on strided regions: 255 registers
+    ("_bwd_kernel", 80, "fp32 bwd mask=attngan dattn strided"): 16,      # 3.6 and 3.9
+    ("_bwd_kernel", 90, "fp32 bwd mask=attngan dattn strided"): 64,      # 3.9 (3.6: 8)
+    ("_bwd_kernel", 90, "fp32 bwd mask=None dattn"): 24,                 # 3.9 (3.6: 0)
+    ("_bwd_kernel", 80, "bf16 bwd mask=attngan dattn strided"): 24,      # 3.6 (3.9: 0)
+    ("_bwd_kernel", 80, "fp16 bwd mask=attngan dattn strided"): 24,      # 3.6 (3.9: 0)
     # DAMSM backward in fp32 (pretraining without AMP): six (T x D) fp32 tiles per program; the
     # least-spilling configuration found (kernels/damsm.py _GPU_CONFIGS). bf16/fp16 do not spill.
-    ("_damsm_bwd_kernel", 80, "fp32 bwd"): 792,
-    ("_damsm_bwd_kernel", 90, "fp32 bwd"): 840,
+    ("_damsm_bwd_kernel", 80, "fp32 bwd"): 832,                          # 3.6 (3.9: 792)
+    ("_damsm_bwd_kernel", 90, "fp32 bwd"): 840,                          # 3.9 (3.6: 800)
 }
 
 

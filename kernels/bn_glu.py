@@ -483,9 +483,10 @@ class _Plan:
 
 
 def _launch_options(y: torch.Tensor, warps: int = 4) -> dict:
-    """GPU launch options. The backward reduction keeps ~10 live fp32 values per tile element (y,
-    gate, grad, both normalised inputs and dz's): 8 warps hold a 2048-element tile without spills
-    (4 warps spilled ~140 bytes per thread, bench/kernel_resources.py)."""
+    """GPU launch options. The two reductions take 8 warps: the backward one keeps ~10 live fp32
+    values per tile element (y, gate, grad, both normalised inputs and dz's) and spilled ~140 bytes
+    per thread with 4 warps on sm_80, the statistics 8 bytes on sm_90 with triton 3.6 (channels_last
+    sub-pixel tiles); bench/kernel_resources.py."""
     return {} if y.device.type == "cpu" else {"num_warps": warps}
 
 
@@ -548,7 +549,7 @@ def bn_act_forward(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         _log_compile("stats", y, plan.flags)
         _stats_kernel[(plan.channel_blocks, splits)](
             y, mean_part, m2_part, cnt_part, geo.k, *plan.geometry, per_split, *y.stride(),
-            **plan.flags, **_launch_options(y))
+            **plan.flags, **_launch_options(y, warps=8))
         mean, invstd, var, scale, shift = (torch.empty((geo.k,), **f32) for _ in range(5))
         _finalize_kernel[(triton.cdiv(geo.k, 64),)](
             mean_part, m2_part, cnt_part, weight, bias, mean, invstd, var, scale, shift,

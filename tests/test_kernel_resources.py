@@ -67,13 +67,21 @@ def test_no_resource_problems(report):
 
 
 def test_spill_exceptions_still_apply(report):
-    """Each documented exception names a model-shape binary that does spill, at most its bytes:
-    an exception the kernels no longer need is removed from the list."""
+    """Each documented exception names a model-shape binary that spills, under this machine's triton
+    or under another version recorded in bench/results/kernel_resources.json (make
+    kernel-report-triton36): an exception that no version needs any more is removed from the list."""
+    sections = [report]
+    if os.path.exists(kernel_resources.DEFAULT_JSON):
+        with open(kernel_resources.DEFAULT_JSON) as f:
+            recorded = json.load(f)["by_triton_version"]
+        sections += [s for v, s in recorded.items() if v != report["versions"]["triton"]]
     for (kernel, arch, label), limit in kernel_resources.SPILL_EXCEPTIONS.items():
-        spilling = [r for r in report["rows"] if r["kernel"] == kernel and r["arch"] == arch
-                    and r.get("spill_bytes") and any(label in c for c in r.get("model_cases", []))]
+        spilling = [r for section in sections for r in section["rows"]
+                    if r["kernel"] == kernel and r["arch"] == arch and r.get("spill_bytes")
+                    and any(label in c for c in r.get("model_cases", []))]
         assert spilling, f"exception {(kernel, arch, label)} matches no spilling binary: remove it"
-        assert max(r["spill_bytes"] for r in spilling) <= limit
+        here = [r["spill_bytes"] for r in report["rows"] if r in spilling]
+        assert max(here, default=0) <= limit
 
 
 # --------------------------------------------------------------------------------------------
