@@ -11,10 +11,11 @@ Two tiers:
           (bar kernel_resources.SPILL_EXCEPTIONS).
   range   beyond the model, up to the kernels' limits: attention with C = 256 and T = 64, 256 x 256
           regions. Checked for compile errors, shared memory and occupancy; spills reported.
-fp32, bf16 and fp16 (each function's docstring says where fewer: the whole matrix is some 650
-binaries, too many to compile within the test's 3 minutes on 2 cores; the cases below keep every
-tile configuration the launchers choose at these shapes and every flag value). ``cases()`` returns [Case]; each case is one launcher call, which
-may record several launches (BatchNorm: statistics, finalize, apply).
+fp32, bf16 and fp16; each function's docstring says where fewer: the full cross product is some
+650 binaries, too many to compile within the test's 3 minutes on 2 cores, so the cases keep every
+tile configuration the launchers choose at these shapes and every flag value, not every
+combination. ``cases()`` returns [Case]; each case is one launcher call, which may record several
+launches (BatchNorm: statistics, finalize, apply).
 """
 import os
 from dataclasses import dataclass, field

@@ -127,6 +127,8 @@ arch=$($PY -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[
 if [ -n "$arch" ]; then export TORCH_CUDA_ARCH_LIST="$arch"; echo "building for sm_$arch only"; fi
 export MAX_JOBS=$(nproc)
 [ -x .venv/bin/python ] || $PY -m venv --system-site-packages .venv || exit 1
+export PATH="$PWD/.venv/bin:$PATH"      # torch's extension build looks for ninja on PATH
+command -v ninja >/dev/null || echo "gpu-check: no ninja: the extension builds one file at a time (slow)"
 .venv/bin/python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 # offline machine: what pip cannot fetch is reported and the run goes on (parts that need it fail)
 .venv/bin/python -m pip install --quiet --retries 0 --timeout 5 -r requirements.txt \

@@ -23,6 +23,7 @@ triton and ``make kernel-report-triton36`` with triton 3.6, the GPU machines' ve
 import argparse
 import collections
 import datetime
+import glob
 import json
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ from _gpus import ARCHS, occupancy  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 DEFAULT_JSON = os.path.join(HERE, "results", "kernel_resources.json")
-NVCC_SOURCES = ("attention.cu", "damsm.cu")
+NVCC_SOURCES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "csrc", "*.cu")))
 OCCUPANCY_GPUS = {"A100": 80, "H100": 90}
 
 # Spills tolerated at the model's shapes: (kernel, arch, a substring of a case label) -> the most
