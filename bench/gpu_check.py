@@ -13,8 +13,9 @@ runs out of time is reported and the next one runs:
              every core
   device     nvidia-smi, torch / triton / CUDA / driver versions
   pytest     ``pytest -m gpu`` (JUnit XML to OUT; failures do not stop the run)
-  benches    attention, damsm, blocks, train, sample, extension_targets (and serve_bench where it
-             exists) with ``--gpu-quick``: the headline shapes, short timing; each writes
+  benches    attention, damsm, blocks, train, sample, extension_targets with ``--gpu-quick`` (the
+             headline shapes, short timing) and serve_bench where it exists (``--gpu``, short runs;
+             it skips itself without a checkpoint); each writes
              bench/results/<name>_cuda.json (meta.device_kind "cuda", meta.device the GPU's name)
   summary    each measured ratio against its target (issues 5-11, collected in issue 21)
 
@@ -41,15 +42,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 
-# (name, script, time limit in seconds on the GPU); a dry run doubles the limits.
+# (name, script, time limit in seconds on the GPU, its flags on the GPU, in a dry run); a dry run
+# doubles the limits. The benches of this repository share --gpu-quick / --smoke (bench/_common.py);
+# serve_bench (issue 19) has its own --gpu and skips itself without a checkpoint (runs/demo/gan.pt).
+QUICK = (["--gpu-quick"], ["--smoke"])
 BENCHES = [
-    ("attention", "attention_bench.py", 60),
-    ("damsm", "damsm_bench.py", 30),
-    ("blocks", "blocks_bench.py", 40),
-    ("train", "train_bench.py", 60),
-    ("sample", "sample_bench.py", 30),
-    ("extension", "extension_targets.py", 25),
-    ("serve", "serve_bench.py", 20),        # another issue's bench: skipped while it does not exist
+    ("attention", "attention_bench.py", 60, *QUICK),
+    ("damsm", "damsm_bench.py", 30, *QUICK),
+    ("blocks", "blocks_bench.py", 40, *QUICK),
+    ("train", "train_bench.py", 60, *QUICK),
+    ("sample", "sample_bench.py", 30, *QUICK),
+    ("extension", "extension_targets.py", 25, *QUICK),
+    ("serve", "serve_bench.py", 20, ["--gpu", "--seconds", "4", "--repeats", "1", "--warmup-seconds", "1"],
+     ["--seconds", "1", "--repeats", "1", "--warmup-seconds", "0.5"]),
 ]
 INSTALL_TIMEOUT, DEVICE_TIMEOUT, PYTEST_TIMEOUT = 150, 20, 75
 # The whole run on a GPU stays under 8 minutes: a part gets at most what is left of this budget
@@ -164,13 +169,12 @@ else:
 """
 
 
-def bench_command(script: str, dry_run: bool, results_dir: str) -> list[str] | None:
+def bench_command(script: str, flags: list[str], results_dir: str) -> list[str] | None:
     """The bench's command line, or None where the bench does not exist (yet)."""
     path = os.path.join(ROOT, "bench", script)
     if not os.path.exists(path):
         return None
-    mode = "--smoke" if dry_run else "--gpu-quick"
-    return [VENV_PY, path, mode, "--results-dir", results_dir]
+    return [VENV_PY, path, *flags, "--results-dir", results_dir]
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +270,7 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(args.out)
     os.makedirs(out_dir, exist_ok=True)
     log = Log(os.path.join(out_dir, "gpu_check.log"))
-    started = time.monotonic()
+    started, wall_start = time.monotonic(), time.time()
     scale = 2.0 if args.dry_run else 1.0
     parts = []
     results_dir = tempfile.mkdtemp(prefix="gpu_check_results_") if args.dry_run else os.path.join(ROOT, "bench", "results")
@@ -294,24 +298,23 @@ def main(argv=None) -> int:
         if args.dry_run:                        # collecting every test module takes a while on 2 cores
             command.append(os.path.join(ROOT, "tests", "test_device_store.py"))
         part("pytest", command, PYTEST_TIMEOUT, _venv_env())
-    for name, script, limit in BENCHES:
+    for name, script, limit, gpu_flags, dry_flags in BENCHES:
         if name in args.skip:
             continue
-        command = bench_command(script, args.dry_run, results_dir)
+        command = bench_command(script, dry_flags if args.dry_run else gpu_flags, results_dir)
         if command is None:
             log.write(f"\n===== {name}: bench/{script} does not exist here: skipped\n")
             parts.append({"part": name, "rc": None, "seconds": 0.0, "status": "absent"})
             continue
         part(name, command, limit, _venv_env())
 
-    results = {}
+    results = {}                               # the JSON the benches wrote during this run
+    kind = "cpu" if args.dry_run else "cuda"
     for fname in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
-        kind = "cpu" if args.dry_run else "cuda"
-        if fname.endswith(f"_{kind}.json"):
-            with open(os.path.join(results_dir, fname)) as f:
-                data = json.load(f)
-            if args.dry_run or data.get("meta", {}).get("gpu_quick"):
-                results[fname[: -len(f"_{kind}.json")].replace("_quick", "")] = data
+        path = os.path.join(results_dir, fname)
+        if fname.endswith(f"_{kind}.json") and os.path.getmtime(path) >= wall_start:
+            with open(path) as f:
+                results[fname[: -len(f"_{kind}.json")].replace("_quick", "")] = json.load(f)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
     device = next((d["meta"].get("device") for d in results.values() if d.get("meta")), "unknown device")
