@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.attnfast-installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean gpu-test bench
+.PHONY: demo test install clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
 
 install: $(STAMP)
 
@@ -38,6 +38,31 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*_bench.py; do $(VPY) $$b || exit 1; done
+
+# GPU readiness (issue 18). kernel-report: every kernel compiled for sm_80/sm_90 with this machine's
+# triton, resources into bench/results/kernel_resources.json; kernel-report-triton36: the same under
+# triton 3.6 (the GPU machines' version), installed apart in build/triton36 (the venv's triton untouched).
+TRITON36 := build/triton36
+
+kernel-report: $(STAMP)
+	TRITON_DEFAULT_FP_FUSION=1 $(VPY) bench/kernel_resources.py
+
+$(TRITON36)/.installed:
+	$(VPY) -m pip install --quiet --no-deps --target $(TRITON36) "triton==3.6.*"
+	@touch $@
+
+kernel-report-triton36: $(STAMP) $(TRITON36)/.installed
+	PYTHONPATH=$(abspath $(TRITON36)) TRITON_DEFAULT_FP_FUSION=1 $(VPY) bench/kernel_resources.py
+
+# gpu-check OUT=dir: on a lent GPU, from a fresh clone: install (extension for this GPU's arch only),
+# pytest -m gpu, every bench in --gpu-quick, the targets' summary; at most 8 files in OUT.
+# gpu-check-dry: the same script on the CPU with tiny shapes.
+gpu-check:
+	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=dir"; exit 2; }
+	$(PY) bench/gpu_check.py --out $(OUT)
+
+gpu-check-dry: $(STAMP)
+	$(PY) bench/gpu_check.py --dry-run --out $(or $(OUT),runs/gpu-check-dry)
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs

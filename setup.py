@@ -10,6 +10,7 @@ Environment:
   ATTNFAST_NO_EXT=1       skip the extension altogether
   ATTNFAST_REQUIRE_EXT=1  make a failed extension build fail the install (CI, packagers)
   MAX_JOBS=N              parallel compile jobs (torch's ninja build; default: all cores)
+  TORCH_CUDA_ARCH_LIST    e.g. "9.0": build the CUDA kernels for these archs only (default sm_80, sm_90)
 
 Always install with ``pip install --no-build-isolation -e .``: build isolation would download a
 (CUDA) torch of several GB instead of using the one installed.
@@ -76,9 +77,11 @@ def _extension_modules():
     # -g0: no debug information (Python's default -g makes the build slower and the module 10x larger).
     extra = {"cxx": ["-O3", "-g0", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]}
     if with_cuda:
-        extra["nvcc"] = ["-O3",
-                         "-gencode=arch=compute_80,code=sm_80",
-                         "-gencode=arch=compute_90,code=sm_90"]
+        # sm_80 and sm_90, unless TORCH_CUDA_ARCH_LIST (torch's own variable) names the archs: make
+        # gpu-check builds for the lent GPU's arch only (one device code per .cu file, not two).
+        extra["nvcc"] = ["-O3"] + ([] if os.environ.get("TORCH_CUDA_ARCH_LIST") else
+                                   ["-gencode=arch=compute_80,code=sm_80",
+                                    "-gencode=arch=compute_90,code=sm_90"])
         ext_cls = cpp_extension.CUDAExtension
         sources = cpp_sources + cu_sources
     else:

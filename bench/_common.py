@@ -4,8 +4,12 @@ API (everything a bench needs, nothing more):
 
     device_info(device) -> dict            device name and kind, torch/triton/python versions, date,
                                            git commit
-    device_kind(device) -> str             "cpu" or a slug of the GPU name, used in result file names
+    device_kind(device) -> str             "cpu" or "cuda", used in result file names (meta.device names
+                                           the device)
     time_fn(fn, device, warmup=, reps=)    median seconds of one call of ``fn()`` over ``reps`` timed calls
+    add_gpu_quick(parser)                  the benches' common ``--gpu-quick`` (headline shapes, short
+                                           CUDA timing: ``make gpu-check``) and ``--smoke`` (the tiniest
+                                           run, one repetition: ``make gpu-check-dry``) flags
     copy_bandwidth(device) -> bytes/s      a large same-device copy, counting read + write bytes
     matmul_rate(device, dtype) -> flop/s   a large square matmul (bf16 on CUDA, fp32 on CPU usually)
     peak_memory(fn, device) -> int | None  bytes allocated at the peak of ``fn()`` above what was live
@@ -13,6 +17,8 @@ API (everything a bench needs, nothing more):
     write_results(name, rows, meta, results_dir=None) -> path   JSON to bench/results/<name>_<kind>.json
     print_table(rows, columns)             aligned text table on stdout
     backend_env(name)                      context: $ATTNFAST_BACKEND set to ``name`` inside
+    predicted_lower_bounds(cases, device)  the GPU lower-bound model's rows for a bench's headline
+                                           cases (``_gpus``), printed when ``device`` is no GPU
 
 Timing: on CUDA ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, median);
 on CPU ``time.perf_counter`` around each call, median over the repetitions after warm-up.
@@ -22,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import time
@@ -63,10 +68,9 @@ def device_name(device: torch.device) -> str:
 
 
 def device_kind(device: torch.device) -> str:
-    """"cpu", or the GPU name as a file-name slug (e.g. "nvidia-h100-80gb-hbm3")."""
-    if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    """"cpu" or "cuda": a result counts as a GPU result when its meta.device_kind is "cuda" (and
+    meta.device names the GPU, DESIGN.md §7)."""
+    return "cuda" if device.type == "cuda" else "cpu"
 
 
 def device_info(device: torch.device) -> dict:
@@ -87,17 +91,37 @@ def device_info(device: torch.device) -> dict:
     }
 
 
+# do_bench's warm-up and repetition budgets (ms) on CUDA; --gpu-quick shortens them (gpu_quick_timing).
+CUDA_TIMING = {"warmup_ms": 25.0, "rep_ms": 200.0}
+
+
+def add_gpu_quick(parser) -> None:
+    """The ``--gpu-quick`` and ``--smoke`` flags every bench takes (bench/gpu_check.py runs them all
+    with the first on a GPU, with the second in its dry run)."""
+    parser.add_argument("--gpu-quick", action="store_true",
+                        help="the headline shapes only with short CUDA timing (make gpu-check: every bench "
+                             "in one short GPU call); written as <name>_cuda.json with meta.gpu_quick")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the tiniest sizes and one repetition, seconds on a CPU: tests the plumbing "
+                             "(make gpu-check-dry), measures nothing worth keeping")
+
+
+def gpu_quick_timing() -> None:
+    """Shorter do_bench budgets for --gpu-quick (medians of ~50 ms of repetitions)."""
+    CUDA_TIMING.update(warmup_ms=10.0, rep_ms=50.0)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, reps: int = 10,
-            cuda_warmup_ms: float = 25, cuda_rep_ms: float = 200) -> float:
-    """Median seconds of one ``fn()``. CUDA: do_bench over ``cuda_rep_ms`` of repetitions."""
+def time_fn(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, reps: int = 10) -> float:
+    """Median seconds of one ``fn()``. CUDA: do_bench over CUDA_TIMING["rep_ms"] of repetitions."""
     if device.type == "cuda":
         from triton.testing import do_bench
-        return do_bench(fn, warmup=cuda_warmup_ms, rep=cuda_rep_ms, return_mode="median") * 1e-3
+        return do_bench(fn, warmup=CUDA_TIMING["warmup_ms"], rep=CUDA_TIMING["rep_ms"],
+                        return_mode="median") * 1e-3
     for _ in range(warmup):
         fn()
     times = []
@@ -180,3 +204,14 @@ def backend_env(name: str):
             os.environ.pop("ATTNFAST_BACKEND", None)
         else:
             os.environ["ATTNFAST_BACKEND"] = old
+
+
+def predicted_lower_bounds(cases: Sequence[dict], device: torch.device) -> list[dict]:
+    """Rows of ``_gpus.predicted_rows(cases)`` (each case's lower-bound time on A100/H100/H200, a
+    model), printed as a table on a machine without a GPU: the yardstick a first GPU run is read
+    against. The benches store the rows in their JSON's meta."""
+    from _gpus import predicted_rows, print_predicted
+    rows = predicted_rows(list(cases))
+    if device.type != "cuda":
+        print_predicted(rows, print_table)
+    return rows

@@ -1,6 +1,6 @@
 """Benchmark of the word–region attention (DESIGN.md §3.1, §7; issue 5).
 
-    python bench/attention_bench.py [--quick] [--full] [--no-compile] [--results-dir DIR]
+    python bench/attention_bench.py [--quick | --gpu-quick] [--full] [--no-compile] [--results-dir DIR]
 
 Backends, each forward and forward+backward, on one device in one run:
   original     the original AttnGAN formulation (reference.global_attention_general_original), eager;
@@ -14,7 +14,9 @@ reads h, words and d out again and writes dh, dwords), the fraction of the devic
 measured in this run, the speed-up over eager fp32, peak memory (CUDA), and the relative error of the
 output against the fp32 reference (a wrong kernel is never reported as fast without it showing).
 Sizes: B in {20, 64, 256}, C in {32, 64}, 64x64 and 128x128 regions, T = 18 on CUDA (``--full``);
-on CPU only B = 20 unless ``--full``; ``--quick`` runs one tiny size in a few seconds.
+on CPU only B = 20 unless ``--full``; ``--quick`` runs one tiny size in a few seconds; ``--gpu-quick``
+the headline sizes (birds stages 2 and 3, B = 20) with short timing and torch.compile in bf16 only.
+On CPU it also prints the predicted GPU lower bounds of the headline sizes (``_gpus``: a model).
 Results: a table on stdout and JSON in bench/results/attention_<device kind>.json.
 """
 import argparse
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_bandwidth, device_info, matmul_rate, peak_memory, print_table,  # noqa: E402
-                     time_fn, write_results)
+from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
+                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
 
 from attnfast import ops, reference  # noqa: E402
 from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
@@ -35,6 +37,7 @@ NUM_WORDS = 18
 SIZES_FULL = [(b, c, r, NUM_WORDS) for b in (20, 64, 256) for c in (32, 64) for r in (64, 128)]
 SIZES_CPU = [(20, c, r, NUM_WORDS) for c in (32, 64) for r in (64, 128)]
 SIZES_QUICK = [(2, 32, 16, NUM_WORDS)]
+SIZES_HEADLINE = [(20, 32, 64, NUM_WORDS), (20, 32, 128, NUM_WORDS)]   # birds stages 2 and 3
 PASSES = ("fwd", "fwd+bwd")
 
 
@@ -57,6 +60,21 @@ def floor_bytes(size, dtype, pass_name) -> int:
     word_bytes, mask_bytes = batch * channels * num_words * es, batch * num_words
     fwd = 2 * feats + word_bytes + mask_bytes
     return fwd if pass_name == "fwd" else fwd + 3 * feats + 2 * word_bytes + mask_bytes
+
+
+def predicted_cases() -> list[dict]:
+    """The headline sizes for the GPU lower-bound model: their byte floors (memory-bound: the FLOPs,
+    4 * B * N * C * T forward and twice that again backward, are far below any GPU's rate)."""
+    cases = []
+    for size in SIZES_HEADLINE:
+        batch, channels, res, words = size
+        for dtype in (torch.bfloat16, torch.float32):
+            for pass_name in PASSES:
+                flops = 4 * batch * res * res * channels * words * (1 if pass_name == "fwd" else 3)
+                cases.append({"case": f"attention B{batch} C{channels} {res}x{res} T{words} {pass_name}",
+                              "dtype": str(dtype).split(".")[-1], "bytes": floor_bytes(size, dtype, pass_name),
+                              "flops": flops})
+    return cases
 
 
 def _original(h, words, mask):
@@ -93,7 +111,7 @@ def _op(backend):
     return lambda h, words, mask: ops.word_region_attention(h, words, mask, backend=backend)
 
 
-def backends(device, dtypes, use_compile):
+def backends(device, dtypes, use_compile, compile_dtypes=None):
     """[(name, dtype, fn)] for ``device``, and lines saying what is skipped and why."""
     notes, table = [], []
     for dtype in dtypes:
@@ -101,7 +119,7 @@ def backends(device, dtypes, use_compile):
     if device.type == "cpu":
         dtypes = dtypes[:1]                # the rest in fp32 only on CPU (bf16 CPU paths are slow)
     if use_compile:
-        table += [("compiled", dtype, _compiled) for dtype in dtypes]
+        table += [("compiled", dtype, _compiled) for dtype in compile_dtypes or dtypes]
     else:
         notes.append("torch.compile: skipped (--no-compile or --quick)")
     table += [("sdpa", dtype, _sdpa) for dtype in dtypes]
@@ -154,14 +172,20 @@ def main(argv=None):
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile backend")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions on CPU")
     parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
+    add_gpu_quick(parser)
     args = parser.parse_args(argv)
-    args.warmup = 2
-    args.reps = args.reps or (10 if args.quick else 7)
+    args.quick = args.quick or args.smoke
+    args.warmup = 0 if args.smoke else 2
+    if args.gpu_quick:
+        gpu_quick_timing()
+    args.reps = args.reps or (1 if args.smoke else 10 if args.quick else 7)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meta = device_info(device)
     if args.quick:
         sizes = SIZES_QUICK
+    elif args.gpu_quick:
+        sizes = SIZES_HEADLINE
     elif device.type == "cuda" or args.full:
         sizes = SIZES_FULL
     else:
@@ -177,8 +201,9 @@ def main(argv=None):
     print(f"measured now: copy bandwidth {copy_bw / 1e9:.1f} GB/s (read + write), "
           f"{str(mm_dtype).split('.')[-1]} matmul {mm_rate / 1e12:.3f} TFLOP/s")
 
-    dtypes = (torch.float32, torch.bfloat16)
-    table, notes = backends(device, dtypes, use_compile=not (args.no_compile or args.quick))
+    dtypes = (torch.float32,) if args.smoke else (torch.float32, torch.bfloat16)
+    table, notes = backends(device, dtypes, use_compile=not (args.no_compile or args.quick),
+                            compile_dtypes=(torch.bfloat16,) if args.gpu_quick else None)
     for note in notes:
         print("  " + note)
     rows = []
@@ -208,8 +233,10 @@ def main(argv=None):
                        ("pass", "pass", ""), ("ms", "ms", ".3f"), ("floor_gbps", "GB/s floor", ".1f"),
                        ("frac_copy", "of copy", ".1%"), ("x_eager_fp32", "x eager32", ".2f"),
                        ("peak_mb", "peak MB", ".1f"), ("rel_err", "rel err", ".1e")])
+    predicted = predicted_lower_bounds(predicted_cases(), device)
     meta.update({"copy_bandwidth_bytes_per_s": copy_bw, "matmul_flop_per_s": mm_rate,
-                 "matmul_dtype": str(mm_dtype), "quick": args.quick, "notes": notes,
+                 "matmul_dtype": str(mm_dtype), "quick": args.quick, "gpu_quick": args.gpu_quick,
+                 "notes": notes, "predicted_gpu_lower_bounds": predicted,
                  "timing": "triton.testing.do_bench median" if device.type == "cuda"
                  else f"median of {args.reps} perf_counter repetitions after {args.warmup} warm-up"})
     path = write_results("attention" + ("_quick" if args.quick else ""), rows, meta, args.results_dir)

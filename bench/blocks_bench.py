@@ -1,11 +1,14 @@
 """Benchmark of the generator blocks (DESIGN.md §3.3, §7; issue 7).
 
-    python bench/blocks_bench.py [--quick] [--full] [--no-compile] [--reps N] [--threads N]
+    python bench/blocks_bench.py [--quick | --gpu-quick] [--full] [--no-compile] [--reps N] [--threads N]
                                  [--results-dir DIR]
 
 Blocks at the generator's sizes: stage 1 upBlocks 512->256 (4x4 in) ... 64->32 (32x32 in) and the
 four chained (512 x 4 x 4 -> 32 x 64 x 64); stages 2-3: ResBlock(64) and upBlock(64, 32) at 64x64
 and 128x128. Batch 20 and 256 on CUDA; on CPU batch 4 (``--full``: 20) -- these are CPU numbers.
+``--gpu-quick``: the headline blocks (stage 2: upBlock(64, 32) and ResBlock(64) at 64x64, batch 20),
+short timing, no torch.compile. On CPU the bench also prints the predicted GPU lower bounds of the
+headline blocks (``_gpus``: a model from the FLOPs below and the bytes of input, output and weights).
 
 Rows (training mode for fwd and fwd+bwd, eval for infer):
   original   the literal original (backend="reference": upsample -> conv3x3 -> BN -> GLU), eager,
@@ -31,8 +34,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (device_info, matmul_rate, peak_memory, print_table, time_fn,  # noqa: E402
-                     write_results)
+from _common import (add_gpu_quick, device_info, gpu_quick_timing, matmul_rate, peak_memory,  # noqa: E402
+                     predicted_lower_bounds, print_table, time_fn, write_results)
 
 from attnfast import ops  # noqa: E402
 from attnfast.models.inference import fuse_for_inference  # noqa: E402
@@ -42,6 +45,7 @@ STAGE1 = [("up", 512, 256, 4), ("up", 256, 128, 8), ("up", 128, 64, 16), ("up", 
 STAGE23 = [("res", 64, 64, 64), ("up", 64, 32, 64), ("res", 64, 64, 128), ("up", 64, 32, 128)]
 CHAIN = ("chain", 512, 32, 4)
 QUICK = [("up", 16, 8, 4), ("res", 8, 8, 8), ("chain", 16, 1, 2)]
+HEADLINE, HEADLINE_BATCH = [("up", 64, 32, 64), ("res", 64, 64, 64)], 20
 PASSES = ("fwd", "fwd+bwd")
 INFER = ("infer",) + PASSES   # inference first: the training passes move the running statistics
 
@@ -73,6 +77,28 @@ def conv_flops(kind: str, cin: int, cout: int, res: int, batch: int) -> int:
         return 2 * batch * res * res * 9 * (cin * 2 * cin + cin * cin)
     chans = [cin >> i for i in range(5)]
     return sum(conv_flops("up", a, b, res << i, batch) for i, (a, b) in enumerate(zip(chans, chans[1:])))
+
+
+def predicted_cases() -> list[dict]:
+    """The headline blocks for the GPU lower-bound model: the original formulation's conv FLOPs (a
+    sub-pixel upBlock needs 2.25x fewer, so its bound is lower still) and the bytes of reading the
+    input and the weights and writing the output (fwd+bwd: 3x the FLOPs, the bytes twice plus dx).
+    fp32 convolutions run in TF32 on the tensor cores (cuDNN's default), so their rate is "tf32"."""
+    cases = []
+    for kind, cin, cout, res in HEADLINE:
+        out_ch, out_res = (cout, 2 * res) if kind == "up" else (cin, res)
+        weights = 2 * cout * cin * 9 if kind == "up" else 3 * cin * cin * 9
+        for dtype in (torch.bfloat16, torch.float32):
+            es = torch.finfo(dtype).bits // 8
+            x = HEADLINE_BATCH * cin * res * res * es
+            fwd = x + HEADLINE_BATCH * out_ch * out_res * out_res * es + weights * es
+            for pass_name in PASSES:
+                flops = conv_flops(kind, cin, cout, res, HEADLINE_BATCH) * (1 if pass_name == "fwd" else 3)
+                cases.append({"case": f"{kind} {cin}->{cout if kind == 'up' else cin} {res}x{res} "
+                                      f"B{HEADLINE_BATCH} {pass_name}",
+                              "dtype": "tf32" if dtype == torch.float32 else "bfloat16",
+                              "bytes": fwd if pass_name == "fwd" else 2 * fwd + x, "flops": flops})
+    return cases
 
 
 def _with_backend(module: nn.Module, backend: str) -> nn.Module:
@@ -160,16 +186,24 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch.set_num_threads); 1 is steadier on a shared machine, "
                              "where an OpenMP barrier waits for a descheduled thread")
+    add_gpu_quick(parser)
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
+    if args.gpu_quick:
+        gpu_quick_timing()
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.warmup = 1 if args.quick else 2
-    args.reps = args.reps or (2 if args.quick else 5)
+    args.warmup = 0 if args.smoke else 1 if args.quick else 2
+    args.reps = args.reps or (1 if args.smoke else 2 if args.quick else 5)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meta = device_info(device)
-    if args.quick:
+    if args.smoke:
+        cases, batches = QUICK[:1], (2,)
+    elif args.quick:
         cases, batches = QUICK, (2,)
+    elif args.gpu_quick:
+        cases, batches = HEADLINE, (HEADLINE_BATCH,)
     elif device.type == "cuda":
         cases, batches = STAGE1 + [CHAIN] + STAGE23, (20, 256)
     else:
@@ -179,14 +213,14 @@ def main(argv=None):
     if device.type != "cuda":
         print("No CUDA device: running the CPU paths only; these are CPU numbers.")
     # per dtype, best of two tries (a matmul slowed by other processes would flatter every fraction)
-    mm_rates = {dtype: max(matmul_rate(device, dtype, 512 if args.quick else None) for _ in range(2))
+    mm_rates = {dtype: max(matmul_rate(device, dtype, 512 if args.quick else None) for _ in range(1 if args.smoke else 2))
                 for dtype in (torch.float32, torch.bfloat16)}
     print("measured now: matmul " + ", ".join(f"{str(d).split('.')[-1]} {r / 1e12:.3f} TFLOP/s"
                                                for d, r in mm_rates.items()))
     if hasattr(torch._dynamo.config, "recompile_limit"):     # one compiled module per size and pass
         torch._dynamo.config.recompile_limit = 256
     torch._dynamo.config.cache_size_limit = 256
-    table, notes = variants(device, use_compile=not (args.no_compile or args.quick))
+    table, notes = variants(device, use_compile=not (args.no_compile or args.quick or args.gpu_quick))
     for note in notes:
         print("  " + note)
 
@@ -229,8 +263,10 @@ def main(argv=None):
                        ("x_orig_same", "x orig", ".2f"), ("tflops", "TFLOP/s", ".3f"),
                        ("frac_matmul", "of matmul", ".1%"), ("peak_mb", "peak MB", ".1f"),
                        ("rel_err", "rel err", ".1e")])
+    predicted = predicted_lower_bounds(predicted_cases(), device)
     meta.update({"matmul_flop_per_s": {str(d): r for d, r in mm_rates.items()},
-                 "torch_threads": torch.get_num_threads(), "quick": args.quick,
+                 "torch_threads": torch.get_num_threads(), "quick": args.quick, "gpu_quick": args.gpu_quick,
+                 "predicted_gpu_lower_bounds": predicted,
                  "batches": list(batches), "notes": notes,
                  "flops": "conv FLOPs of the original formulation; fwd+bwd = 3x fwd",
                  "timing": "triton.testing.do_bench median" if device.type == "cuda"

@@ -1,6 +1,6 @@
 """Benchmark of the DAMSM word loss (DESIGN.md §3.2, §7; issue 6).
 
-    python bench/damsm_bench.py [--quick] [--full] [--no-compile] [--reps N] [--results-dir DIR]
+    python bench/damsm_bench.py [--quick | --gpu-quick] [--full] [--no-compile] [--reps N] [--results-dir DIR]
 
 The full word loss ``words_loss(img_features, words_emb, labels, cap_lens, class_ids, B)`` -> loss0,
 loss1 (and the matched attention maps), forward and forward+backward (loss0 + loss1 to both
@@ -23,7 +23,10 @@ time, "of mm" by the matmul rate measured in the same run (bf16 on CUDA, fp32 sg
 Also reported: peak memory (CUDA) and the relative error of loss0 + loss1 against float64 on the
 same draws (bf16 rows include the rounding of the inputs to bf16).
 Sizes: D = 256, R = 289 (17 x 17), T = 18 with random caption lengths in [1, 18], B in
-{48, 64, 256} on CUDA; B = 48 on CPU (--full adds 64); --quick runs a tiny size in seconds.
+{48, 64, 256} on CUDA; B = 48 on CPU (--full adds 64); --quick runs a tiny size in seconds;
+--gpu-quick the headline size B = 48 with short timing. On CPU it also prints the predicted GPU
+lower bound of the headline size (``_gpus``: a model, FLOPs at the peak rate or bytes at the copy
+bandwidth, whichever is longer).
 Results: a table on stdout and JSON in bench/results/damsm_<device kind>.json.
 """
 import argparse
@@ -33,8 +36,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_bandwidth, device_info, matmul_rate, peak_memory, print_table,  # noqa: E402
-                     time_fn, write_results)
+from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
+                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
 
 from attnfast import ops, reference  # noqa: E402
 from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
@@ -67,6 +70,22 @@ def flops(size, pass_name) -> int:
 
 def _op(backend):
     return lambda *args: ops.words_loss(*args, backend=backend)
+
+
+def predicted_cases() -> list[dict]:
+    """The headline size (B = 48) for the GPU lower-bound model: its FLOP count and the bytes a
+    perfect fused kernel moves (read regions and words, write the (B, B) scores; backward adds
+    reading them again and writing both gradients)."""
+    batch, dim, side, num_words = SIZES_GPU[0]
+    cases = []
+    for dtype in (torch.bfloat16, torch.float32):
+        es = torch.finfo(dtype).bits // 8
+        inputs = batch * dim * (side * side + num_words) * es
+        for pass_name in PASSES:
+            nbytes = inputs + batch * batch * 4 if pass_name == "fwd" else 3 * inputs + 2 * batch * batch * 4
+            cases.append({"case": f"DAMSM words_loss B{batch} D{dim} R{side * side} T{num_words} {pass_name}",
+                          "dtype": str(dtype).split(".")[-1], "bytes": nbytes, "flops": flops(SIZES_GPU[0], pass_name)})
+    return cases
 
 
 def backends(device, use_compile):
@@ -131,14 +150,20 @@ def main(argv=None):
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile backend")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions on CPU")
     parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
+    add_gpu_quick(parser)
     args = parser.parse_args(argv)
-    args.warmup = 1 if args.quick else 2
-    args.reps = args.reps or (3 if args.quick else 7)
+    args.quick = args.quick or args.smoke
+    args.warmup = 0 if args.smoke else 1 if args.quick else 2
+    if args.gpu_quick:
+        gpu_quick_timing()
+    args.reps = args.reps or (1 if args.smoke else 3 if args.quick else 7)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meta = device_info(device)
     if args.quick:
         sizes = SIZES_QUICK
+    elif args.gpu_quick:
+        sizes = SIZES_GPU[:1]
     elif device.type == "cuda":
         sizes = SIZES_GPU
     else:
@@ -189,8 +214,10 @@ def main(argv=None):
                        ("frac_matmul", "of mm", ".1%"), ("x_original", "x orig", ".2f"),
                        ("x_vectorised", "x vec", ".2f"), ("peak_mb", "peak MB", ".1f"),
                        ("rel_err", "loss err", ".1e")])
+    predicted = predicted_lower_bounds(predicted_cases(), device)
     meta.update({"copy_bandwidth_bytes_per_s": copy_bw, "matmul_flop_per_s": mm_rate,
-                 "matmul_dtype": str(mm_dtype), "quick": args.quick, "notes": notes,
+                 "matmul_dtype": str(mm_dtype), "quick": args.quick, "gpu_quick": args.gpu_quick,
+                 "notes": notes, "predicted_gpu_lower_bounds": predicted,
                  "flop_count": "fwd 4*B^2*R*T*D, fwd+bwd 12*B^2*R*T*D (T padded, no recompute)",
                  "timing": "triton.testing.do_bench median" if device.type == "cuda"
                  else f"median of {args.reps} perf_counter repetitions after {args.warmup} warm-up"})

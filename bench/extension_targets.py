@@ -12,7 +12,12 @@ rounds), so that the load of a shared machine falls on both sides of a ratio ali
 Writes bench/results/extension_cpu.json (``--quick``: fewer sizes and repetitions, written to
 extension_quick_cpu.json so that it never replaces a full run).
 
-    python bench/extension_targets.py [--quick]
+On a CUDA device (``--gpu-quick``, as make gpu-check runs it) the target is the CUDA C++ kernels
+within 1.3x of the Triton kernels' time: attention forward and forward+backward at birds stage 2 and
+DAMSM words_loss forward+backward at B=48, fp32 and bf16, ``cuda`` vs ``triton`` backend (do_bench
+medians); written to extension_cuda.json.
+
+    python bench/extension_targets.py [--quick | --gpu-quick] [--results-dir DIR]
 """
 import argparse
 import contextlib
@@ -23,14 +28,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_bandwidth, device_info, matmul_rate, print_table, time_fn,  # noqa: E402
-                     write_results)
+from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
+                     print_table, time_fn, write_results)
 
 import attnfast.ops as ops  # noqa: E402
 from attnfast import reference as R  # noqa: E402
 
 CPU = torch.device("cpu")
 ATTENTION_TARGET, DAMSM_TARGET = 2.0, 4.0
+CUDA_VS_TRITON_TARGET = 1.3          # the CUDA C++ kernel's time at most 1.3x Triton's
 
 
 def _interleaved(runs: dict, reps: int, warmup: int) -> dict:
@@ -51,8 +57,8 @@ def _lengths(kind: str, batch: int, num_words: int, generator) -> torch.Tensor:
     return torch.randint(1, num_words + 1, (batch,), generator=generator)
 
 
-def attention_rows(quick: bool, reps: int, copy_rate: float) -> list[dict]:
-    shapes = [("birds stage 2", 20, 32, 64, 18)]
+def attention_rows(quick: bool, reps: int, copy_rate: float, smoke: bool = False) -> list[dict]:
+    shapes = [("smoke", 2, 8, 16, 6)] if smoke else [("birds stage 2", 20, 32, 64, 18)]
     if not quick:
         shapes.append(("birds stage 3", 20, 32, 128, 18))
     gen = torch.Generator().manual_seed(0)
@@ -100,8 +106,8 @@ def _save_budget(megabytes: str | None):
             os.environ[name] = before
 
 
-def damsm_rows(quick: bool, reps: int, sgemm_rate: float) -> list[dict]:
-    batch, dim, side, num_words = 48, 256, 17, 18
+def damsm_rows(quick: bool, reps: int, sgemm_rate: float, smoke: bool = False) -> list[dict]:
+    batch, dim, side, num_words = (4, 16, 5, 6) if smoke else (48, 256, 17, 18)
     gen = torch.Generator().manual_seed(0)
     img = torch.randn(batch, dim, side, side, generator=gen)
     words = torch.randn(batch, dim, num_words, generator=gen)
@@ -137,29 +143,90 @@ def damsm_rows(quick: bool, reps: int, sgemm_rate: float) -> list[dict]:
     return rows
 
 
+def cuda_rows(device: torch.device) -> list[dict]:
+    """CUDA C++ vs Triton on ``device`` at the headline sizes: one row per op, pass and dtype."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        h = torch.randn(20, 32, 64, 64, generator=gen, device=device).to(dtype)
+        words = torch.randn(20, 32, 18, generator=gen, device=device).to(dtype)
+        mask = torch.arange(18, device=device)[None, :] >= torch.randint(1, 19, (20,), device=device)[:, None]
+        hg, wg = h.clone().requires_grad_(), words.clone().requires_grad_()
+        grad = torch.randn_like(h)
+
+        def attention(backend, backward, h=h, words=words, mask=mask, hg=hg, wg=wg, grad=grad):
+            if not backward:
+                with torch.no_grad():
+                    return ops.word_region_attention(h, words, mask, backend=backend)
+            return torch.autograd.grad(ops.word_region_attention(hg, wg, mask, backend=backend), (hg, wg), grad)
+
+        img = torch.randn(48, 256, 17, 17, generator=gen, device=device).to(dtype).requires_grad_()
+        emb = torch.randn(48, 256, 18, generator=gen, device=device).to(dtype).requires_grad_()
+        lens = torch.randint(1, 19, (48,), device=device)
+        labels = torch.arange(48, device=device)
+
+        def words_loss(backend, backward, img=img, emb=emb, lens=lens, labels=labels):
+            loss0, loss1, _ = ops.words_loss(img, emb, labels, lens, None, 48, backend=backend)
+            return torch.autograd.grad(loss0 + loss1, (img, emb))
+
+        cases = [("attention fwd", "birds stage 2 B=20 C=32 64x64 T=18", attention, False),
+                 ("attention fwd+bwd", "birds stage 2 B=20 C=32 64x64 T=18", attention, True),
+                 ("words_loss fwd+bwd", "B=48 D=256 R=17x17 T=18", words_loss, True)]
+        for op, shape, fn, backward in cases:
+            times = {}
+            for backend in ("cuda", "triton"):
+                try:
+                    times[backend] = time_fn(lambda: fn(backend, backward), device)
+                except Exception as exc:  # a backend that cannot run is reported, not fatal
+                    print(f"  {op} {backend} {dtype}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
+            rows.append({"op": op, "shape": shape, "dtype": str(dtype).split(".")[-1],
+                         "cuda_ms": times["cuda"] * 1e3 if "cuda" in times else None,
+                         "triton_ms": times["triton"] * 1e3 if "triton" in times else None,
+                         "cuda_over_triton": times["cuda"] / times["triton"] if len(times) == 2 else None})
+    return rows
+
+
+def main_cuda(args) -> None:
+    device = torch.device("cuda")
+    gpu_quick_timing()
+    meta = device_info(device)
+    meta.update(gpu_quick=True, target=f"cuda time <= {CUDA_VS_TRITON_TARGET} x triton time")
+    print(f"{meta['device']}; torch {meta['torch']}; triton {meta['triton']}")
+    rows = cuda_rows(device)
+    print_table(rows, [("op", "op", ""), ("shape", "shape", ""), ("dtype", "dtype", ""),
+                       ("cuda_ms", "cuda ms", ".3f"), ("triton_ms", "triton ms", ".3f"),
+                       ("cuda_over_triton", "cuda / triton", ".2f")])
+    print(f"wrote {write_results('extension', rows, meta, args.results_dir)}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one size per op, fewer repetitions")
+    parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
+    add_gpu_quick(parser)
     args = parser.parse_args(argv)
     try:
         from attnfast import _C  # noqa: F401
     except ImportError as exc:
         sys.exit(f"attnfast._C is not built ({exc}): pip install --no-build-isolation -e .")
-    reps = 3 if args.quick else 7
+    if torch.cuda.is_available():
+        return main_cuda(args)
+    args.quick = args.quick or args.smoke
+    reps = 1 if args.smoke else 3 if args.quick else 7
     meta = device_info(CPU)
     meta["torch_threads"] = torch.get_num_threads()
     meta["load_average_before"] = os.getloadavg()
-    sgemm = matmul_rate(CPU, torch.float32)
-    copy = copy_bandwidth(CPU)
-    meta.update(sgemm_GFLOP_per_s=sgemm / 1e9, copy_GB_per_s=copy / 1e9, quick=args.quick)
+    sgemm = matmul_rate(CPU, torch.float32, 512 if args.smoke else None)
+    copy = copy_bandwidth(CPU, 16 << 20 if args.smoke else None)
+    meta.update(sgemm_GFLOP_per_s=sgemm / 1e9, copy_GB_per_s=copy / 1e9, quick=args.quick, smoke=args.smoke)
     print(f"{meta['device']}; torch {meta['torch']}; sgemm {sgemm / 1e9:.0f} GFLOP/s, "
           f"copy {copy / 1e9:.0f} GB/s; load average {meta['load_average_before']}")
 
-    attention = attention_rows(args.quick, reps, copy)
+    attention = attention_rows(args.quick, reps, copy, args.smoke)
     print_table(attention, [("shape", "attention forward", ""), ("backend", "backend", ""),
                             ("ms", "ms", ".2f"), ("speedup_vs_reference", "x reference", ".2f"),
                             ("GB_per_s", "GB/s", ".1f"), ("fraction_of_copy", "of copy", ".2f")])
-    damsm = damsm_rows(args.quick, reps, sgemm)
+    damsm = damsm_rows(args.quick, reps, sgemm, args.smoke)
     print_table(damsm, [("shape", "DAMSM words_loss fwd+bwd", ""), ("backend", "backend", ""),
                         ("ms", "ms", ".1f"), ("speedup_vs_original", "x original", ".2f"),
                         ("GFLOP_per_s", "GFLOP/s", ".1f"), ("fraction_of_sgemm", "of sgemm", ".2f")])
@@ -185,7 +252,8 @@ def main(argv=None) -> None:
         got = t.get("measured_min", t.get("measured"))
         verdict = "met" if t["met"] else "NOT met"
         print(f"target {name}: >= {t['target']}x, measured {got:.2f}x -> {verdict}")
-    path = write_results("extension_quick" if args.quick else "extension", attention + damsm, meta)
+    path = write_results("extension_quick" if args.quick else "extension", attention + damsm, meta,
+                         args.results_dir)
     print(f"wrote {path}")
 
 

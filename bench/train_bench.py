@@ -1,6 +1,6 @@
 """Benchmark of the GAN training step (DESIGN.md §7; issue 8).
 
-    python bench/train_bench.py [--quick] [--steps N] [--results-dir DIR]
+    python bench/train_bench.py [--quick | --gpu-quick] [--steps N] [--results-dir DIR]
 
 Images per second of one AttnGAN iteration (G forward, every D's update, G's update, EMA) for:
   original   fp32, eager, the ops' pure-PyTorch reference backend, text re-encoded every step (the
@@ -14,7 +14,9 @@ Images per second of one AttnGAN iteration (G forward, every D's update, G's upd
   all        everything together (+ channels_last on CUDA)
 Models: "birds" (the original's CUB setup: 3 stages to 256x256, gf 32, df 64, E 256, batch 20; the
 small image encoder stands in for Inception) and "shapes128" (2 stages to 128x128, batch 20);
-``--quick`` runs a tiny 2-stage model at batch 4 in seconds (the CPU run committed). Per row:
+``--quick`` runs a tiny 2-stage model at batch 4 in seconds (the CPU run committed); ``--gpu-quick``
+the birds model only, 5 steps x 3 runs, without the torch.compile variants (inductor would compile
+the GAN for minutes: "all" is then everything but compile). Per row:
 images/s, ms per step, the speed-up over "original", model FLOPs per step (FlopCounterMode, one
 eager fp32 step) and MFU against the bf16 matmul rate measured in the same run (fp32 on the CPU),
 peak memory (CUDA). The step runs on one fixed batch (no data loading: the trainer's step only).
@@ -32,8 +34,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (backend_env, device_info, matmul_rate, peak_memory, print_table,  # noqa: E402
-                     write_results)
+from _common import (add_gpu_quick, backend_env, device_info, matmul_rate, peak_memory,  # noqa: E402
+                     print_table, write_results)
 
 from attnfast.config import load_config  # noqa: E402
 from attnfast.trainer.damsm import train_damsm  # noqa: E402
@@ -53,9 +55,10 @@ COMMON = ["dataset.test_size=8", "damsm.batch_size=4", "train.log_every=1000000"
           "train.checkpoint_every=1000000", "train.sample_every=1000000"]
 
 
-def variants(device: torch.device, quick: bool):
+def variants(device: torch.device, quick: bool, gpu_quick: bool = False):
     """[(name, amp, backend, SpeedOptions)] and notes on what is skipped."""
     cuda = device.type == "cuda"
+    compile_ok = (cuda or not quick) and not gpu_quick
     amp = "bf16"
     rows = [("original", "off", "reference", SpeedOptions(text_cache_mb=0)),
             ("amp", amp, "reference", SpeedOptions(text_cache_mb=0))]
@@ -64,14 +67,14 @@ def variants(device: torch.device, quick: bool):
         rows.append(("graphs", "off", "reference", SpeedOptions(text_cache_mb=0, graphs=True)))
     else:
         notes.append("graphs: skipped (CUDA graphs need a CUDA device)")
-    if cuda or not quick:
+    if compile_ok:
         rows.append(("compile", "off", "reference", SpeedOptions(text_cache_mb=0, compile=True)))
     else:
-        notes.append("compile: skipped in --quick on the CPU (inductor compiles the GAN for minutes)")
+        notes.append("compile: skipped in --quick / --gpu-quick (inductor compiles the GAN for minutes)")
     rows += [("fused", "off", "auto", SpeedOptions(text_cache_mb=0)),
              ("cache", "off", "reference", SpeedOptions()),
              ("channels_last", "off", "reference", SpeedOptions(text_cache_mb=0, channels_last=True))]
-    all_opts = SpeedOptions(graphs=cuda, compile=cuda or not quick, channels_last=cuda or None)
+    all_opts = SpeedOptions(graphs=cuda, compile=compile_ok, channels_last=cuda or None)
     rows.append(("all", amp, "auto", all_opts))
     return rows, notes
 
@@ -108,7 +111,9 @@ def bench_model(name, device, args, mm_rate, damsm_dir):
     damsm = os.path.join(damsm_dir, name)
     train_damsm(config, damsm, device, steps=1, progress=False)
     damsm_path = os.path.join(damsm, "damsm.pt")
-    table, notes = variants(device, args.quick)
+    table, notes = variants(device, args.quick, args.gpu_quick)
+    if args.smoke:                    # the baseline and everything at once: enough to test the plumbing
+        table = [row for row in table if row[0] in ("original", "all")]
     interleave = device.type != "cuda"
     torch._dynamo.reset()
     live, batch, flops = [], None, None
@@ -165,12 +170,14 @@ def main(argv=None):
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {sorted(MODELS)}")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run")
     parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
+    add_gpu_quick(parser)
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    args.steps = args.steps or (3 if args.quick else 10)
-    args.runs = 5
+    args.steps = args.steps or (1 if args.smoke else 3 if args.quick else 5 if args.gpu_quick else 10)
+    args.runs = 1 if args.smoke else 3 if args.gpu_quick else 5
     args.warmup = 5 if device.type == "cuda" else 1          # graphs: 3 warm-up steps, capture, replay
-    models = args.models or (["quick"] if args.quick else ["birds", "shapes128"])
+    models = args.models or (["quick"] if args.quick else ["birds"] if args.gpu_quick else ["birds", "shapes128"])
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown --models {unknown}; choose from {sorted(MODELS)}")
@@ -194,6 +201,7 @@ def main(argv=None):
                        ("gflop_per_step", "GFLOP/step", ".2f"), ("mfu", "MFU", ".1%"),
                        ("peak_mb", "peak MB", ".0f")])
     meta.update({"matmul_flop_per_s": mm_rate, "matmul_dtype": str(mm_dtype), "quick": args.quick,
+                 "gpu_quick": args.gpu_quick, "smoke": args.smoke,
                  "notes": notes, "timed_steps": args.steps, "warmup_steps": args.warmup, "runs": args.runs,
                  "timing": "median of `runs` runs of timed_steps synchronised steps (perf_counter), one fixed "
                            "batch; CPU: the variants' runs interleaved round by round"})

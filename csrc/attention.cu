@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda_launch.h"
+#include "launch_config.h"
 
 namespace attnfast::cuda {
 namespace {
@@ -149,20 +150,11 @@ __global__ void attention_backward_kernel(AttentionShape s, const T* h, const fl
   }
 }
 
-// Threads per block: 128 where the shared columns fit in 48 KiB, fewer (down to 32) for long T.
-int block_threads(int64_t words, int columns) {
-  int threads = 128;
-  while (threads > 32 && static_cast<int64_t>(threads) * words * columns * 4 > 48 * 1024) {
-    threads /= 2;
-  }
-  return threads;
-}
-
 template <typename T>
 cudaError_t launch_forward(const AttentionShape& s, const void* h, const float* w, void* out,
                            void* attn, cudaStream_t stream) {
-  const int threads = block_threads(s.words, 1);
-  const size_t shared = static_cast<size_t>(threads) * s.words * sizeof(float);
+  const int threads = attention_block_threads(s.words, 1);
+  const size_t shared = static_cast<size_t>(attention_shared_bytes(s.words, 1));
   const dim3 grid(static_cast<unsigned>((s.regions + threads - 1) / threads),
                   static_cast<unsigned>(s.batch));
   attention_forward_kernel<T><<<grid, threads, shared, stream>>>(
@@ -174,8 +166,8 @@ template <typename T>
 cudaError_t launch_backward(const AttentionShape& s, const void* h, const float* w,
                             const void* dout, const void* dattn, void* dh, float* dwords,
                             cudaStream_t stream) {
-  const int threads = block_threads(s.words, 2);
-  const size_t shared = 2 * static_cast<size_t>(threads) * s.words * sizeof(float);
+  const int threads = attention_block_threads(s.words, 2);
+  const size_t shared = static_cast<size_t>(attention_shared_bytes(s.words, 2));
   const dim3 grid(static_cast<unsigned>((s.regions + threads - 1) / threads),
                   static_cast<unsigned>(s.batch));
   attention_backward_kernel<T><<<grid, threads, shared, stream>>>(

@@ -1,6 +1,7 @@
 // The Python module attnfast._C: the entry points of ops.h and WITH_CUDA.
 #include <torch/extension.h>
 
+#include "launch_config.h"
 #include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -25,4 +26,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("dscores"),
         py::arg("padded") = py::none(), py::arg("saved") = py::none(),
         "-> (dregions, dwords); saved: damsm_forward's, else recomputed");
+  m.def(
+      "cuda_launch_config",
+      [](const std::string& kernel, int64_t words) -> std::pair<int, int64_t> {
+        if (kernel == "attention_forward_kernel") {
+          return {attnfast::cuda::attention_block_threads(words, 1),
+                  attnfast::cuda::attention_shared_bytes(words, 1)};
+        }
+        if (kernel == "attention_backward_kernel") {
+          return {attnfast::cuda::attention_block_threads(words, 2),
+                  attnfast::cuda::attention_shared_bytes(words, 2)};
+        }
+        return {attnfast::cuda::kDamsmThreads, 0};  // every DAMSM stage kernel
+      },
+      py::arg("kernel"), py::arg("words"),
+      "(threads per block, dynamic shared bytes) of a CUDA kernel of this module for T = words "
+      "(same on CPU-only builds: the kernel resource report reads it)");
 }

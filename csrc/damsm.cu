@@ -5,11 +5,12 @@
 #include <cuda_runtime.h>
 
 #include "cuda_launch.h"
+#include "launch_config.h"
 
 namespace attnfast::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kDamsmThreads;
 
 // Grid-stride loop over [0, total).
 #define ATTNFAST_FOR_EACH(index, total)                                                     \

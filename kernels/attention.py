@@ -224,11 +224,10 @@ def check_supported(h: torch.Tensor, words: torch.Tensor) -> None:
 def _config(kind: str, dtype: torch.dtype, channels: int, num_words: int) -> dict:
     """Tile sizes and warps per kernel: {BLOCK_N, BLOCK_C, NUM_C_CHUNKS, BLOCK_T, num_warps}.
 
-    tl.dot needs every dimension >= 16. Chosen without a GPU at hand, from ptxas reports of the
-    kernels compiled ahead of time for sm_90 (triton 3.9): among the candidates, the fewest
-    registers and no spills on the common paths (mask "correct", h with flat regions) for
-    C <= 256, T <= 64 in every dtype; the rarer variants (attngan mask with d attn and strided
-    regions) spill a few dozen bytes in fp32. Unmeasured on a GPU: re-tune with the bench there.
+    tl.dot needs every dimension >= 16. Chosen without a GPU at hand, from the kernel resource
+    report (bench/kernel_resources.py: every configuration compiled for sm_80 and sm_90, registers,
+    spills and occupancy; tests/test_kernel_resources.py holds them to no spills at the model's
+    shapes). Unmeasured on a GPU: re-tune with the bench there.
     """
     block_t = max(16, triton.next_power_of_2(num_words))
     pow2_c = max(16, triton.next_power_of_2(channels))

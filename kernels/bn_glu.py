@@ -482,8 +482,12 @@ class _Plan:
         return splits * nph if self.cl else splits
 
 
-def _launch_options(y: torch.Tensor) -> dict:
-    return {} if y.device.type == "cpu" else {"num_warps": 4}
+def _launch_options(y: torch.Tensor, warps: int = 4) -> dict:
+    """GPU launch options. The two reductions take 8 warps: the backward one keeps ~10 live fp32
+    values per tile element (y, gate, grad, both normalised inputs and dz's) and spilled ~140 bytes
+    per thread with 4 warps on sm_80, the statistics 8 bytes on sm_90 with triton 3.6 (channels_last
+    sub-pixel tiles); bench/kernel_resources.py."""
+    return {} if y.device.type == "cpu" else {"num_warps": warps}
 
 
 def _log_compile(kind: str, y: torch.Tensor, flags: dict) -> None:
@@ -545,7 +549,7 @@ def bn_act_forward(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         _log_compile("stats", y, plan.flags)
         _stats_kernel[(plan.channel_blocks, splits)](
             y, mean_part, m2_part, cnt_part, geo.k, *plan.geometry, per_split, *y.stride(),
-            **plan.flags, **_launch_options(y))
+            **plan.flags, **_launch_options(y, warps=8))
         mean, invstd, var, scale, shift = (torch.empty((geo.k,), **f32) for _ in range(5))
         _finalize_kernel[(triton.cdiv(geo.k, 64),)](
             mean_part, m2_part, cnt_part, weight, bias, mean, invstd, var, scale, shift,
@@ -608,7 +612,7 @@ def bn_act_backward(grad_out: torch.Tensor, y: torch.Tensor, weight: torch.Tenso
     _log_compile("backward", y, flags)
     _bwd_reduce_kernel[(plan.channel_blocks, splits)](
         y, grad_out, scale, shift, mean, invstd, part, geo.k, geo.c_out, *plan.geometry, per_split,
-        rows, *y.stride(), *grad_out.stride(), **flags, **_launch_options(y))
+        rows, *y.stride(), *grad_out.stride(), **flags, **_launch_options(y, warps=8))
     sums = part.sum(1)                                                    # (2, K): dbeta, dgamma
     _bwd_apply_kernel[(plan.n_tiles, plan.channel_blocks)](
         y, grad_out, dy, scale, shift, mean, invstd, sums, geo.k, geo.c_out, *plan.geometry,

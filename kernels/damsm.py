@@ -249,21 +249,28 @@ def _damsm_bwd_kernel(regions_ptr, words_ptr, lens_ptr, grad_ptr, dregions_ptr, 
 # --------------------------------------------------------------------------------------------
 # Launch wrappers
 # --------------------------------------------------------------------------------------------
-# GPU launch configurations (BLOCK_R, num_warps, num_stages) per (pass, fp32 or not), chosen for
-# D = 256, T = 18 from ptxas register/spill reports of an sm_90 compile (no spills except ~1 KB in
-# the fp32 backward; shared memory under the A100's 163 KB); not yet timed on a GPU.
+# GPU launch configurations (BLOCK_R, num_warps, num_stages, maxnreg) per (pass, fp32 or not),
+# chosen for D = 256, T = 18 from the kernel resource report (bench/kernel_resources.py: registers,
+# shared memory, spills and occupancy of each, compiled for sm_80 and sm_90); not yet timed on a GPU.
+# The forward spilled 130-560 bytes per thread with BLOCK_R = 64 (bf16/fp16) and 32 (fp32, 8 warps).
+# ptxas stops at 64-128 registers for 16 warps unless maxnreg says 128. The fp32 backward keeps
+# six (T x D) fp32 tiles per program: it spills at every configuration tried (8 warps 2.7-3.4 KB,
+# 16 warps 1.2 KB); 16 warps with maxnreg 128 spill the least, ~0.8 KB (SPILL_EXCEPTIONS in
+# bench/kernel_resources.py).
 _GPU_CONFIGS = {
-    ("forward", False): (64, 8, 3), ("backward", False): (16, 8, 2),
-    ("forward", True): (32, 8, 2), ("backward", True): (16, 16, 1),
+    ("forward", False): (32, 8, 3, None), ("backward", False): (16, 8, 2, None),
+    ("forward", True): (16, 16, 1, 128), ("backward", True): (16, 16, 1, 128),
 }
 
 
 def _config(D: int, R: int, T: int, backward: bool, regions: torch.Tensor) -> dict:
     """Tiles and launch options: the whole padded D and T per program (tl.dot needs >= 16),
     BLOCK_R regions per step. Under the interpreter BLOCK_R = 16 (cheap, several region blocks)."""
-    block_r, warps, stages = _GPU_CONFIGS[("backward" if backward else "forward",
-                                           regions.dtype == torch.float32)]
+    block_r, warps, stages, maxnreg = _GPU_CONFIGS[("backward" if backward else "forward",
+                                                    regions.dtype == torch.float32)]
     options = {} if regions.device.type == "cpu" else {"num_warps": warps, "num_stages": stages}
+    if maxnreg and regions.device.type != "cpu":
+        options["maxnreg"] = maxnreg
     if regions.device.type == "cpu":
         block_r = 16
     return dict(BLOCK_R=min(block_r, max(16, triton.next_power_of_2(R))),

@@ -5,14 +5,13 @@ fused Triton BN, interpreted on CPU) against the literal original in float64: th
 gradients to the input, to the 3x3 conv weights and to the BatchNorm affine parameters, the running
 statistics and num_batches_tracked; odd H/W and channel counts, fp32/bf16/fp16 (tolerances.py: within
 2x plain PyTorch's error in the same dtype). The kernels alone: NCHW, channels_last and strided
-inputs, eval mode, every output element written (NaN-filled buffers), GPU tile shapes, a compile for
-sm_80/sm_90. The custom ops under opcheck and torch.compile(fullgraph=True). GPU tests run the same
+inputs, eval mode, every output element written (NaN-filled buffers), GPU tile shapes (their compile
+for sm_80/sm_90: tests/test_kernel_resources.py). The custom ops under opcheck and torch.compile(fullgraph=True). GPU tests run the same
 at the model's sizes under the gpu mark. The bench's --quick run.
 """
 import collections
 import copy
 import os
-import subprocess
 import sys
 
 import pytest
@@ -357,60 +356,6 @@ def test_kernels_reject_bad_inputs():
     with pytest.raises(ValueError, match="even"):
         kernels.check_inputs(torch.randn(2, 7, 3, 3, device=DEVICE), torch.ones(7, device=DEVICE),
                              torch.ones(7, device=DEVICE), None, True, False, True)
-
-
-_COMPILE_SCRIPT = r"""
-import sys
-try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-except Exception as exc:
-    print("SKIP no Triton compiler API:", exc); sys.exit(0)
-from attnfast.kernels import bn_glu as k
-
-def compile_one(fn, consts, dtype, arch):
-    sig = {}
-    for name in fn.arg_names:
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = f"*{dtype}" if name in ("y_ptr", "out_ptr", "res_ptr", "g_ptr", "dy_ptr") else "*fp32"
-        else:
-            sig[name] = "fp32" if name in ("N", "eps", "inv_n") else "i32"
-    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
-                   target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
-
-try:
-    compile_one(k._finalize_kernel, dict(BLOCK_S=32, BLOCK_K=64), "fp32", 90)
-except Exception as exc:
-    if "ptxas" in str(exc) or "No module" in str(exc):
-        print("SKIP cannot compile for CUDA here:", exc); sys.exit(0)
-    raise
-for cl, sub, big in ((False, True, False), (True, True, True), (False, False, False), (True, False, False)):
-    base = dict(CL=cl, SUB=sub, FLAT=not cl, BIG=big, BLOCK_P=32 if cl else 512, BLOCK_C=16 if cl else 4)
-    compile_one(k._stats_kernel, base, "bf16", 90)
-    compile_one(k._apply_kernel, dict(base, GLU=sub, RESIDUAL=not sub), "bf16", 90)
-    compile_one(k._bwd_reduce_kernel, dict(base, GLU=sub), "fp16", 80)
-    compile_one(k._bwd_apply_kernel, dict(base, GLU=sub, TRAINING=True), "fp32", 80)
-print("OK")
-"""
-
-
-def test_kernels_compile_for_sm80_and_sm90():
-    """Compile every kernel variant to a cubin without a GPU (catches what the interpreter lets
-    through: types of loop-carried values, constexpr branches, layouts). In a subprocess: the
-    interpreter, once on, wraps every kernel of this process."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
-    if last.startswith("SKIP"):
-        pytest.skip(last)
-    assert last == "OK"
 
 
 # --------------------------------------------------------------------------------------------
