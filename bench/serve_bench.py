@@ -3,6 +3,7 @@ batch-1 serving, measured side by side in one run.
 
     python bench/serve_bench.py [--checkpoint runs/demo/gan.pt] [--clients 32] [--seconds 20] [--repeats 3]
     python bench/serve_bench.py --gpu          # GPU-sized: cuda, bf16, CUDA graphs, 256 clients, batch 256
+    python bench/serve_bench.py --gpu --untrained training/configs/shapes_demo.yaml   # a bare machine
 
 Starts two servers on 127.0.0.1 from the same checkpoint, one with ``--max-batch B`` (dynamic
 batching) and one with ``--max-batch 1``; then, alternating between them ``--repeats`` times (so
@@ -16,7 +17,9 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from urllib.parse import urlparse
@@ -102,6 +105,17 @@ def load_run(url: str, clients: int, n: int, seconds: float) -> dict:
             "mean_batch": images / batches if batches else None}
 
 
+def untrained_checkpoint(config: str, device: str, out_dir: str) -> str:
+    """A GAN checkpoint of ``config``'s model after one DAMSM and one GAN step, for a machine without
+    a trained one (a lent GPU starts bare): serving speed depends on the model's sizes, not on its
+    weights. Returns the path of gan.pt in ``out_dir``."""
+    train = [sys.executable, "-m", "attnfast.train", "--config", config, "--out", out_dir, "--steps", "1",
+             "--device", device, "--no-progress"]
+    for stage in (["--stage", "damsm"], ["--stage", "gan", "--damsm", os.path.join(out_dir, "damsm.pt")]):
+        subprocess.run(train + stage, check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(out_dir, "gan.pt")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default="runs/demo/gan.pt")
@@ -114,13 +128,23 @@ def main(argv=None):
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--gpu", action="store_true", help="GPU-sized: --device cuda --amp bf16 --graphs, "
                         "256 clients, --max-batch 256")
+    parser.add_argument("--untrained", metavar="CONFIG", default=None,
+                        help="without --checkpoint's file, serve CONFIG's model after one DAMSM and one GAN "
+                        "step (trained first, in a temporary folder)")
     parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.checkpoint):      # `make bench` runs every bench: say why, do not fail
-        print(f"serve_bench: skipped: checkpoint not found: {args.checkpoint} (make demo writes runs/demo/gan.pt)")
-        return 0
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
+    trained = os.path.isfile(args.checkpoint)
+    if not trained and args.untrained:
+        print(f"serve_bench: {args.checkpoint} not found: serving {args.untrained}'s model after one training "
+              "step (same sizes, so the same speed)", flush=True)
+        args.checkpoint = untrained_checkpoint(args.untrained, "cuda" if args.gpu else "cpu",
+                                               tempfile.mkdtemp(prefix="serve_bench_"))
+    elif not trained:                            # `make bench` runs every bench: say why, do not fail
+        print(f"serve_bench: skipped: checkpoint not found: {args.checkpoint} (make demo writes runs/demo/gan.pt; "
+              "--untrained CONFIG serves an untrained model of that config)")
+        return 0
     clients = args.clients or (256 if args.gpu else 32)
     max_batch = args.max_batch or (256 if args.gpu else 64)
     common = ["--checkpoint", args.checkpoint, "--max-wait-ms", str(args.max_wait_ms),
@@ -132,7 +156,7 @@ def main(argv=None):
     modes = {f"dynamic (max-batch {max_batch})": ["--max-batch", str(max_batch)], "batch 1": ["--max-batch", "1"]}
     device = torch.device("cuda" if args.gpu else "cpu")
     meta = device_info(device)
-    meta.update({"checkpoint": args.checkpoint, "clients": clients, "images_per_request": args.n,
+    meta.update({"checkpoint": args.checkpoint, "trained": trained, "clients": clients, "images_per_request": args.n,
                  "seconds_per_run": args.seconds, "repeats": args.repeats, "max_wait_ms": args.max_wait_ms,
                  "server_flags": common, "note": "clients and servers share the machine; on the 2-core CI "
                  "machine other jobs may run too: compare the modes within one run"})
