@@ -1,7 +1,8 @@
 """``python -m attnfast.eval``: evaluation metrics, one flag per metric (more are added as flags).
 
 Examples:
-    python -m attnfast.eval --checkpoint runs/shapes/gan.pt     # attribute accuracy, pointing game, R-precision
+    python -m attnfast.eval --checkpoint runs/shapes/gan.pt     # the shapes metrics (--shapes)
+    python -m attnfast.eval --diversity --checkpoint runs/shapes/gan.pt --diversity-n 16
     python -m attnfast.eval --r-precision --random-init --num-images 200       # smoke run
     python -m attnfast.eval --r-precision --checkpoint runs/shapes/damsm.pt
     python -m attnfast.eval --r-precision --checkpoint runs/shapes/gan.pt --images generated --folds 10
@@ -118,14 +119,19 @@ def _shapes_test_set(args, config):
     return dataset, collate_shapes([dataset[i] for i in range(len(dataset))])
 
 
-def _generated_images(args, ctx: Context, dataset) -> torch.Tensor:
+def _generator(ctx: Context, what: str) -> torch.nn.Module:
+    """The checkpoint's EMA generator (eval mode, on the device); ``what`` names the option needing it."""
     if ctx.state is None or "netG_ema" not in ctx.state:
-        raise ValueError("--images generated needs a GAN checkpoint (with netG_ema)")
-    from attnfast.metrics.shapes_eval import generate_for_dataset
+        raise ValueError(f"{what} needs a GAN checkpoint (with netG_ema)")
     from attnfast.trainer.gan import build_generator
     net_g = build_generator(ctx.config)
     net_g.load_state_dict(ctx.state["netG_ema"])
-    net_g.to(ctx.device).eval()
+    return net_g.to(ctx.device).eval()
+
+
+def _generated_images(args, ctx: Context, dataset) -> torch.Tensor:
+    from attnfast.metrics.shapes_eval import generate_for_dataset
+    net_g = _generator(ctx, "--images generated")
     images = generate_for_dataset(net_g, ctx.text_encoder, dataset, ctx.config["dataset"]["words_num"],
                                   ctx.config["model"]["z_dim"], args.batch_size, args.seed, ctx.device)[0]
     return images
@@ -152,7 +158,30 @@ def run_shapes(args: argparse.Namespace, ctx: Context) -> dict:
         raise ValueError("--shapes needs a GAN checkpoint (gan.pt from --stage gan)")
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
     return evaluate_checkpoint(args.checkpoint, None, ctx.device, num_images=args.num_images,
-                               batch=args.batch_size, seed=args.seed, r_runs=args.runs)
+                               batch=args.batch_size, seed=args.seed, r_runs=args.runs,
+                               diversity_captions=args.diversity_captions, diversity_n=args.diversity_n)
+
+
+# ------------------------------------------------------------------ diversity
+def _add_diversity_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnfast.metrics.diversity import DEFAULT_CAPTIONS, DEFAULT_N
+    group = parser.add_argument_group("diversity (also part of --shapes; 0 captions leaves it out there)")
+    group.add_argument("--diversity-captions", type=int, default=DEFAULT_CAPTIONS, metavar="K",
+                       help="shapes test captions (caption 0 of the first K test scenes)")
+    group.add_argument("--diversity-n", type=int, default=DEFAULT_N, metavar="N",
+                       help="samples and real renderings per caption (>= 2)")
+
+
+def run_diversity(args: argparse.Namespace, ctx: Context) -> dict:
+    """Mean pairwise distance of N samples per caption over that of N real renderings (see
+    attnfast/metrics/diversity.py)."""
+    from attnfast.metrics import diversity, shapes_accuracy
+    diversity.check_sets(args.diversity_captions, args.diversity_n)
+    net_g = _generator(ctx, "--diversity")
+    captions = diversity.shapes_test_captions(ctx.config, args.diversity_captions)
+    return diversity.evaluate_diversity((net_g, ctx.text_encoder, ctx.vocab, ctx.config),
+                                        shapes_accuracy.cached_classifier(), captions, args.diversity_n,
+                                        args.seed, args.batch_size, ctx.device)
 
 
 # ------------------------------------------------------------------ VLMS (VLMGAN)
@@ -314,8 +343,12 @@ METRICS: dict[str, Metric] = {
     "r_precision": Metric("--r-precision", "R-precision of the DAMSM encoders (AttnGAN protocol)",
                           _add_r_precision_arguments, run_r_precision),
     "shapes": Metric("--shapes", "text-image faithfulness of a GAN checkpoint on shapes: attribute "
-                     "accuracy, attention pointing game, R-precision of generated images "
+                     "accuracy, attention pointing game, R-precision of generated images, diversity "
                      "(the default for a GAN checkpoint)", lambda parser: None, run_shapes),
+    "diversity": Metric("--diversity", "diversity of a GAN checkpoint on shapes: mean pairwise distance "
+                        "(attribute classifier features) of N samples per caption over that of N real "
+                        "renderings; 1.0 as varied as the data, 0 one image per caption",
+                        _add_diversity_arguments, run_diversity),
     "vlms": Metric("--vlms", "VLMGAN's vision-language matching score (local + global + general "
                    "matching, mean) of true and shuffled test pairs", _add_vlms_arguments, run_vlms),
     "inception_score": Metric("--is", "Inception Score of the generated images (torchmetrics, "

@@ -1,6 +1,6 @@
 """The training images resident on the device (issue 8, item 4: "the dataset on the GPU when it fits").
 
-:meth:`DeviceImageStore.build` renders every training image once (in batches, with a tqdm bar) and
+:meth:`DeviceImageStore.build` renders every training image once (in batches, with a progress bar) and
 keeps it on the device when the store fits ``budget_mb`` and, on CUDA, half of the free device
 memory (``torch.cuda.mem_get_info``); otherwise it logs one message and returns None (the normal
 path). Batches then take their images by index from the store: no rendering and no host->device
@@ -29,7 +29,8 @@ import logging
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+
+from attnfast.engine.progress import progress_bar
 
 LOG = logging.getLogger("attnfast")
 
@@ -175,9 +176,8 @@ class DeviceImageStore:
         loader = DataLoader(dataset, batch_size=RENDER_BATCH, shuffle=False, num_workers=num_workers,
                             collate_fn=_stack_images, generator=torch.Generator().manual_seed(0))
         start = 0
-        # disable=None: tqdm shows no bar when stderr is not a terminal (logs to a file)
-        with tqdm(total=count, desc="dataset on device", unit="img",
-                  disable=True if not progress else None) as bar:
+        # off a terminal (a log file) the bar prints a plain line every few seconds
+        with progress_bar(total=count, desc="dataset on device", unit="img", disable=not progress) as bar:
             for images in loader:
                 size = images[0].shape[0]
                 store._fill(start, images)

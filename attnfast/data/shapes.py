@@ -32,7 +32,7 @@ __all__ = [
     "max_objects_for_grid", "MAX_CAPTION_WORDS", "NUM_CLASSES",
     "ShapeObject", "Scene", "ShapesDataset", "shapes_vocabulary", "sample_scene", "make_captions",
     "render_scene", "to_tensor", "collate_shapes", "parse_caption", "parse_background",
-    "object_mask_for_word", "class_id_of",
+    "object_mask_for_word", "class_id_of", "background_weights", "scene_for_caption",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -632,6 +632,49 @@ def parse_background(text: str) -> str | None:
         if b == "background" and a in _BG_IX:
             return a
     return None
+
+
+def background_weights(colours) -> np.ndarray:
+    """P(background | the objects' colours) of :func:`sample_scene`: float64 (len(BACKGROUNDS),), sums
+    to 1, in BACKGROUNDS order. sample_scene draws the background uniformly, then each object's
+    colour uniformly among the colours contrasting it, so background b weighs
+    prod over objects of 1 / (colours contrasting b) where it contrasts every colour, else 0.
+    Raises ``ValueError`` when no background contrasts them all."""
+    wanted = [_COLOUR_IX[c] for c in colours]
+    weights = np.array([float(np.prod([1.0 / len(allowed) if c in allowed else 0.0 for c in wanted]))
+                        for allowed in _ALLOWED_COLOURS])
+    if weights.sum() == 0:
+        raise ValueError(f"no background contrasts every colour of {list(colours)}")
+    return weights / weights.sum()
+
+
+def scene_for_caption(text: str, rng: np.random.Generator, resolution: int = 64, grid: int = 3) -> Scene:
+    """A scene ``text`` describes, drawn as the data draws it (``captions`` = [text]).
+
+    The caption fixes each object's shape, colour, size and cell (:func:`parse_caption`), and the
+    renderer has no jitter (exact positions, sizes and shades), so the one thing left to draw is the
+    background when the caption names none: from :func:`background_weights` with ``rng``. Raises
+    ``ValueError`` for text outside the grammar, a position not on the ``grid``, two objects in
+    one cell, or more objects than the grid holds.
+    """
+    positions = grid_positions(grid)
+    objects, cells = [], set()
+    for obj in parse_caption(text):
+        if obj["position"] not in positions:
+            raise ValueError(f"position {obj['position']!r} of caption {text!r} is not on the "
+                             f"{grid}x{grid} grid (its positions: {', '.join(positions)})")
+        cell = positions.index(obj["position"])
+        if cell in cells:
+            raise ValueError(f"two objects at the {obj['position']} in caption {text!r}")
+        cells.add(cell)
+        objects.append(ShapeObject(obj["shape"], obj["colour"], obj["size"], divmod(cell, grid),
+                                   resolution, grid))
+    _check_max_objects(len(objects), grid)
+    background = parse_background(text)
+    if background is None:
+        weights = background_weights([o.colour for o in objects])
+        background = _BG_NAMES[int(rng.choice(len(_BG_NAMES), p=weights))]
+    return Scene(background, objects, resolution, [text], grid)
 
 
 def object_mask_for_word(scene: Scene, word: str, resolution: int | None = None) -> np.ndarray:

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+
+from attnfast.engine.progress import progress_bar
 
 from .captions import encode_captions
 from .core import SeededGenerator
@@ -49,7 +50,7 @@ def sample_to_files(checkpoint, captions: list[str], out_dir, n: int = 1, batch:
     pages = _NpzPages(len(jobs))
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer:
-        bar = tqdm(total=len(jobs), desc="sample", unit="img", disable=not progress)
+        bar = progress_bar(total=len(jobs), desc="sample", unit="img", disable=not progress)
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
             rows = torch.tensor([c for c, _ in chunk])

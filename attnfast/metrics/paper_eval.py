@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from attnfast.engine.progress import progress_bar
 from attnfast.reference.damsm import GAMMA1, GAMMA2
 from .r_precision import r_precision_from_features
 
@@ -79,7 +79,8 @@ def evaluate_generator(netG, text_encoder, image_encoder, captions, class_ids, *
     codes, regions, words, sentences, lens, classes = [], [], [], [], [], []
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, n_images, batch_size), desc="generate", unit="batch", disable=not progress):
+    batches = progress_bar(range(0, n_images, batch_size), desc="generate", unit="batch", disable=not progress)
+    for start in batches:
         chunk = schedule[start:start + batch_size]
         pairs = [caption_tensor(captions[i][c], words_num, drop_rng) for i, c in chunk]
         caps = torch.stack([p[0] for p in pairs]).to(device)             # (B, words_num)

@@ -3,7 +3,8 @@
 Generates one image per test caption and measures: attribute accuracy (the cached cell classifier
 against the caption's scene), the attention pointing game (first attentional stage), and
 R-precision with the checkpoint's DAMSM encoders; the classifier's accuracy on the real test images
-is reported beside it as the ceiling.
+is reported beside it as the ceiling. ``diversity``: n samples of each of K test captions against n
+real renderings of each (:mod:`attnfast.metrics.diversity`).
 """
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from attnfast.data import ShapesDataset, collate_shapes
-from . import grounding, shapes_accuracy
+from . import diversity, grounding, shapes_accuracy
 
 
 @torch.no_grad()
@@ -39,12 +40,20 @@ def generate_for_dataset(netG, text_encoder, dataset, words_num: int, z_dim: int
 
 def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None = None,
                         num_images: int = 500, batch: int = 50, seed: int = 0, r_runs: int = 10,
-                        classifier_cache=None) -> dict:
-    """All shapes metrics of a GAN checkpoint as a dict (also written to ``out_json``)."""
+                        classifier_cache=None, diversity_captions: int = diversity.DEFAULT_CAPTIONS,
+                        diversity_n: int = diversity.DEFAULT_N) -> dict:
+    """All shapes metrics of a GAN checkpoint as a dict (also written to ``out_json``).
+
+    ``diversity_captions`` K (0: none) and ``diversity_n`` n size the "diversity" entry: n samples of
+    each of the first K test captions (seeds ``seed + j``)."""
     from attnfast.engine import checkpoint as ckpt
     from attnfast.generation import load_generator
     from attnfast.trainer.common import build_image_encoder
     device = device or torch.device("cpu")
+    if diversity_captions < 0:
+        raise ValueError(f"diversity_captions must be >= 0 (0: no diversity), got {diversity_captions}")
+    if diversity_captions:
+        diversity.check_sets(diversity_captions, diversity_n)
     netG, text_encoder, vocab, config = load_generator(checkpoint, device)
     state = ckpt.load(checkpoint, map_location=device, kind="gan")
     image_encoder = build_image_encoder(state["config"])
@@ -70,6 +79,10 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
         report["pointing_game"] = grounding.pointing_game(attention, tokens, scenes)
     report["r_precision"] = _r_precision(image_encoder, text_encoder, images, captions, lens, words_num,
                                          config, device, r_runs, seed)
+    if diversity_captions:
+        texts = diversity.shapes_test_captions(config, diversity_captions)
+        report["diversity"] = diversity.evaluate_diversity((netG, text_encoder, vocab, config), classifier,
+                                                           texts, diversity_n, seed, batch, device)
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(report, indent=2))

@@ -5,10 +5,10 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from attnfast.engine import amp as amp_lib
 from attnfast.engine import checkpoint as ckpt
+from attnfast.engine.progress import progress_bar
 
 
 class NonFiniteLoss(RuntimeError):
@@ -158,8 +158,8 @@ class StepLoop:
         log = JsonLog(self.out_dir / f"{self.kind}_log.jsonl")
         last: dict = {}
         started, first_step = time.perf_counter(), self.step
-        bar = tqdm(total=total_steps, initial=self.step, desc=self.kind, disable=not (progress and self.is_main),
-                   dynamic_ncols=True)
+        bar = progress_bar(total=total_steps, initial=self.step, desc=self.kind,
+                           disable=not (progress and self.is_main), dynamic_ncols=True)
         while self.step < total_steps:
             batch = next(batches)
             losses = self.train_step(batch)
