@@ -63,6 +63,16 @@ DEFAULTS: dict = {
         "int_beta": 0.5,           # GAN-INT: mixing weight of the second caption
         "colour_consistency": 0.0, # StackGAN++ colour-consistency weight alpha in G (0 = off; paper: 50)
         "colour_lambdas": [1.0, 5.0],  # its lambda1 (means) and lambda2 (covariances)
+        # Successors' options (attnfast/trainer/gan_options.py), all off = the paper's AttnGAN:
+        "diffaugment": "",         # DiffAugment policy before every D, e.g. "color,translation,cutout"
+        "loss": "bce",             # bce (AttnGAN) | hinge (SAGAN / DF-GAN)
+        "gp": "none",              # none | magp (DF-GAN's matching-aware GP) | r1
+        "gp_weight": 2.0,          # MA-GP's k (DF-GAN: 2) or R1's gamma
+        "gp_power": 6.0,           # MA-GP's p (DF-GAN: 6)
+        "spectral_norm": False,    # spectral normalisation of every D convolution
+        "g_betas": None,           # Adam betas of G (TTUR); null = gan.betas
+        "d_betas": None,           # Adam betas of every D; null = gan.betas
+        "mode_seeking": 0.0,       # MSGAN's mode-seeking weight on G (0 = off)
     },
     "style": {                     # style encoder S inverting G (GAN-INT-CLS), --stage style
         "batch_size": 32,

@@ -14,10 +14,10 @@ import torch
 
 from attnfast import ops
 from attnfast.engine import checkpoint as ckpt
-from attnfast.reference import (discriminator_loss_from_logits, generator_adv_loss_from_logits, kl_loss,
-                                matching_losses)
+from attnfast.reference import kl_loss, matching_losses
 from . import common, distributed
 from .batches import step_batches
+from .gan_options import GANOptions
 from .generator_extras import GeneratorExtras
 
 
@@ -70,9 +70,12 @@ def build_generator(config: dict):
 
 
 def build_discriminators(config: dict) -> list:
+    """One D per stage (spectrally normalised when ``gan.spectral_norm`` is on)."""
     from attnfast.models import D_NET
     model = config["model"]
-    return [D_NET(res, ndf=model["df_dim"], nef=model["embedding_dim"], b_jcu=model["b_jcu"])
+    options = GANOptions.from_config(config)
+    return [options.apply_spectral_norm(D_NET(res, ndf=model["df_dim"], nef=model["embedding_dim"],
+                                              b_jcu=model["b_jcu"]))
             for res in common.stage_resolutions(config)]
 
 
@@ -89,6 +92,7 @@ class GANTrainer(common.StepLoop):
         self.is_main = self.dist.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.damsm_path = str(damsm_path)
+        self.options = GANOptions.from_config(config)
         self.text_encoder, self.image_encoder, self.vocab = load_damsm_encoders(damsm_path, config, device)
         self.netG = build_generator(config)
         self.netG.apply(weights_init)
@@ -97,11 +101,12 @@ class GANTrainer(common.StepLoop):
         self.netG, self.netsD = self.speed.prepare_models(self.netG, self.netsD, self.image_encoder, device,
                                                           self.dist)
         gan = config["gan"]
-        betas = tuple(gan["betas"])
-        self.optimizerG = self.speed.adam(self.netG.parameters(), gan["g_lr"], betas, device)
-        self.optimizersD = [self.speed.adam(d.parameters(), gan["d_lr"], betas, device) for d in self.netsD]
+        self.optimizerG = self.speed.adam(self.netG.parameters(), gan["g_lr"], self.options.g_betas, device)
+        self.optimizersD = [self.speed.adam(d.parameters(), gan["d_lr"], self.options.d_betas, device)
+                            for d in self.netsD]
         self.ema = ParameterEMA(self.netG, gan["ema"])
-        self.speed.compile_models(self.netG, self.netsD, self.image_encoder)
+        self.speed.compile_models(self.netG, self.netsD, self.image_encoder,
+                                  compile_discriminators=not self.options.needs_double_backward)
         self.scaler, self.autocast = common.make_scaler_and_autocast(amp, device)
         self.step = 0
         self.resolutions = common.stage_resolutions(config)
@@ -210,15 +215,23 @@ class GANTrainer(common.StepLoop):
             fakes, _, mu, logvar = self.netG(noise, sentence, words, mask, eps=eps)
 
         losses = {}
+        options = self.options
+        penalty = options.needs_double_backward
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD)):
             netD.requires_grad_(True)
+            real = reals[i].detach().requires_grad_(True) if penalty else reals[i]
+            real_sentence = sentence.detach().requires_grad_(True) if penalty else sentence
             with self.autocast():
-                real_features = netD(reals[i])
-                fake_features = netD(fakes[i].detach())
-                real_cond, real_uncond = self._d_logits(netD, real_features, sentence)
+                real_features = netD(options.augment_images(real))
+                fake_features = netD(options.augment_images(fakes[i].detach()))
+                real_cond, real_uncond = self._d_logits(netD, real_features, real_sentence)
                 fake_cond, fake_uncond = self._d_logits(netD, fake_features, sentence)
                 wrong_cond = netD.COND_DNET(real_features[:size - 1], sentence[1:size], logits=True)
-            errD = discriminator_loss_from_logits(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
+            errD = options.d_loss(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
+            if penalty:
+                gp = options.gradient_penalty(real, real_sentence, real_cond, real_uncond, self.scaler)
+                losses[f"gp{i}"] = gp
+                errD = errD + gp
             losses[f"errD{i}"] = errD
             if check:
                 common.check_finite({f"errD{i}": errD}, self.step + 1)
@@ -242,8 +255,8 @@ class GANTrainer(common.StepLoop):
         errG = 0.0
         with self.autocast():
             for i, netD in enumerate(self.netsD):
-                cond, uncond = self._d_logits(netD, netD(fakes[i]), sentence)
-                adv = generator_adv_loss_from_logits(cond, uncond)
+                cond, uncond = self._d_logits(netD, netD(self.options.augment_images(fakes[i])), sentence)
+                adv = self.options.g_adv_loss(cond, uncond)
                 losses[f"g_adv{i}"] = adv
                 errG = errG + adv
             regions, image_code = self.image_encoder(fakes[-1])
@@ -254,6 +267,9 @@ class GANTrainer(common.StepLoop):
         kl = kl_loss(mu.float(), logvar.float())
         losses.update({"w_loss": (w0 + w1) * gan["lambda"], "s_loss": (s0 + s1) * gan["lambda"], "kl": kl})
         errG = errG + losses["w_loss"] + losses["s_loss"] + kl
+        if self.options.mode_seeking > 0:
+            losses["mode_seeking"] = self.options.mode_seeking * self._mode_seeking(noise, fakes, inputs)
+            errG = errG + losses["mode_seeking"]
         extra = self.extras.terms(self, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
                                   regions, image_code)
         for name, value in extra.items():
@@ -271,6 +287,18 @@ class GANTrainer(common.StepLoop):
             for model in [self.netG, *self.netsD]:
                 distributed.broadcast_module(model, self.dist, buffers_only=True)
         return losses
+
+    def _mode_seeking(self, noise, fakes, inputs) -> torch.Tensor:
+        """MSGAN's term: the first ceil(B/2) captions drawn again with fresh z (and CA noise) and
+        compared with their images of this step (last stage)."""
+        from attnfast.reference.gan_regularizers import mode_seeking_loss
+        words, sentence, mask = inputs["text"]
+        half = (noise.shape[0] + 1) // 2
+        fresh = self.draw_noise(half)
+        eps = self.draw_noise(half, width=self.config["model"]["condition_dim"]) if self.dist.enabled else None
+        with self.autocast():
+            again, _, _, _ = self.netG(fresh, sentence[:half], words[:half], mask[:half], eps=eps)
+        return mode_seeking_loss(fakes[-1][:half], again[-1], noise[:half], fresh)
 
     # ------------------------------------------------------------------ samples
     def fixed_inputs(self):

@@ -19,7 +19,9 @@ line and checkpoint (every ``train.log_every`` steps), so a NaN stops the run be
 
 Fallbacks, each logged once and never a wrong result: no CUDA device, ``--amp fp16`` (its
 GradScaler reads found-inf on the host), several ranks (the all-reduce is not captured), optional
-generator terms (``gan.int_weight`` etc.), or a failing capture run the ordinary eager step; a batch
+generator terms (``gan.int_weight`` etc.), the training options DiffAugment, gradient penalty and
+mode seeking (``gan.diffaugment``, ``gan.gp``, ``gan.mode_seeking``; hinge loss, spectral norm and
+TTUR betas are captured), or a failing capture run the ordinary eager step; a batch
 whose shapes differ from the captured ones (a smaller last batch) runs eagerly and the graphs stay
 for the next batch of the captured shapes.
 """
@@ -45,6 +47,9 @@ def run_blockers(trainer) -> list[str]:
     if any(getattr(extras, name, 0) for name in ("int_weight", "colour", "lambda_vlm", "lambda_vvm")):
         reasons.append("the optional generator terms (gan.int_weight, gan.colour_consistency, vlm.*) "
                        "are not captured")
+    uncaptured = trainer.options.uncapturable
+    if uncaptured:
+        reasons.append(f"the training options {', '.join(uncaptured)} are not captured")
     return reasons
 
 

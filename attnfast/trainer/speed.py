@@ -79,18 +79,23 @@ class SpeedOptions:
             return torch.optim.Adam(params, lr=lr, betas=betas, capturable=True, fused=True)
         return torch.optim.Adam(params, lr=lr, betas=betas)
 
-    def compile_models(self, netG, netsD: list, image_encoder) -> None:
+    def compile_models(self, netG, netsD: list, image_encoder, compile_discriminators: bool = True) -> None:
         """``torch.compile`` in place (``nn.Module.compile``: the state_dict keys do not change).
 
         The fused ops are ``torch.library.custom_op`` with fake implementations, so the compiled
         graphs go through them without graph breaks. Compilation happens on the first step.
+        ``compile_discriminators`` False (a gradient penalty: compiled graphs have no double
+        backward) leaves the Ds eager, saying so once.
         """
         if not self.compile:
             return
         LOG.info("attnfast: --compile: G, %d discriminators and the image encoder compile on the first "
-                 "step (backend %s)", len(netsD), self.compile_backend)
+                 "step (backend %s)", len(netsD) if compile_discriminators else 0, self.compile_backend)
+        if not compile_discriminators:
+            LOG.warning("attnfast: --compile: the discriminators stay eager: the gradient penalty "
+                        "(gan.gp) differentiates them twice, which compiled graphs do not support")
         modules = [netG, image_encoder]
-        for netD in netsD:
+        for netD in (netsD if compile_discriminators else []):
             modules += [netD, netD.COND_DNET] + ([netD.UNCOND_DNET] if netD.UNCOND_DNET is not None else [])
         for module in modules:
             module.compile(backend=self.compile_backend)
