@@ -70,6 +70,7 @@ DEFAULTS: dict = {
         "gp_weight": 2.0,          # MA-GP's k (DF-GAN: 2) or R1's gamma
         "gp_power": 6.0,           # MA-GP's p (DF-GAN: 6)
         "spectral_norm": False,    # spectral normalisation of every D convolution
+        "projection": False,       # projection discriminator term in every D's conditional head
         "g_betas": None,           # Adam betas of G (TTUR); null = gan.betas
         "d_betas": None,           # Adam betas of every D; null = gan.betas
         "mode_seeking": 0.0,       # MSGAN's mode-seeking weight on G (0 = off)

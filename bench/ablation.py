@@ -94,10 +94,36 @@ def summary_of(report: dict) -> dict:
     return out
 
 
+METRICS = ("colour", "size", "shape", "object", "pointing_game", "r_precision", "diversity")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per row name (in first-seen order): steps and each metric as the mean over its seeds
+    (percentages; diversity as a ratio), with the seeds listed."""
+    by_name: dict = {}
+    for row in rows:
+        by_name.setdefault(row["row"], []).append(row)
+    lines = ["| row | overrides | seeds | GAN steps | colour | size | shape | object | pointing | R-prec | diversity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, group in by_name.items():
+        def mean(key):
+            values = [r[key] for r in group if r.get(key) is not None]
+            return sum(values) / len(values) if values else None
+        cells = []
+        for key in METRICS:
+            value = mean(key)
+            cells.append("–" if value is None else (f"{value:.2f}" if key == "diversity" else f"{100 * value:.1f}"))
+        steps = "/".join(str(r["steps"]) for r in group)
+        overrides = "<br>".join(f"`{o}`" for o in group[0]["overrides"]) or "(demo recipe)"
+        seeds = ",".join(str(r["seed"]) for r in group)
+        lines.append(f"| {name} | {overrides} | {seeds} | {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "training/configs/shapes_demo.yaml"))
-    parser.add_argument("--damsm", required=True, help="DAMSM checkpoint shared by every row")
+    parser.add_argument("--damsm", default=None, help="DAMSM checkpoint shared by every row (required to train)")
     parser.add_argument("--budget-s", type=float, default=300.0, help="GAN training seconds per row")
     parser.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead")
     parser.add_argument("--rows", default="", help=f"comma-separated, of {', '.join(ROWS)}")
@@ -110,11 +136,19 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="[]", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--table", default=None, metavar="JSON", help="print the rows of a results JSON as a "
+                        "markdown table (mean over seeds, and each seed) and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())["rows"]))
+        return 0
     if args.worker:
         run_worker(args)
         return 0
 
+    if not args.damsm or not Path(args.damsm).is_file():
+        raise SystemExit(f"--damsm: a DAMSM checkpoint is required (got {args.damsm!r}); e.g. runs/demo/damsm.pt "
+                         "from make demo, or python -m attnfast.train --stage damsm --config ...")
     rows = parse_rows(args.rows, args.row)
     if not rows:
         raise SystemExit("no rows: pass --rows and/or --row")

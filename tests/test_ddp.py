@@ -102,20 +102,27 @@ def test_init_from_env_without_torchrun_is_one_process(monkeypatch):
         distributed.convert_sync_batch_norm(torch.nn.BatchNorm2d(3), torch.device("cpu"))
 
 
+# Issue 20's options, all on: DiffAugment, hinge, MA-GP, spectral norm, TTUR betas, mode seeking.
+OPTIONS = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp=magp",
+           "gan.spectral_norm=true", "gan.g_betas=[0.0,0.9]", "gan.d_betas=[0.0,0.9]", "gan.mode_seeking=1.0"]
+
+
 def _gan_steps(rank: int, ctx: DistContext, out: str, damsm: str) -> None:
     from attnfast.trainer.gan import GANTrainer
     from test_train import tiny_config
-    torch.manual_seed(100 + rank)                   # rank 0's weights are broadcast
-    trainer = GANTrainer(tiny_config(), out, torch.device("cpu"), damsm, dist=ctx)
-    torch.manual_seed(7)
-    trainer.run(trainer.batches(), 2, progress=False)
-    state = {"G": trainer.netG.state_dict(), "D": [d.state_dict() for d in trainer.netsD],
-             "EMA": trainer.ema.model.state_dict()}
-    torch.save(state, os.path.join(out, f"gan_rank{rank}.pt"))
+    for name, extra in (("", []), ("_options", OPTIONS)):
+        torch.manual_seed(100 + rank)                   # rank 0's weights are broadcast
+        trainer = GANTrainer(tiny_config(*extra), out + name, torch.device("cpu"), damsm, dist=ctx)
+        torch.manual_seed(7)
+        trainer.run(trainer.batches(), 2, progress=False)
+        state = {"G": trainer.netG.state_dict(), "D": [d.state_dict() for d in trainer.netsD],
+                 "EMA": trainer.ema.model.state_dict()}
+        torch.save(state, os.path.join(out + name, f"gan_rank{rank}.pt"))
 
 
-def test_gan_trainer_on_two_ranks_stays_in_sync_and_rank0_writes(two_ranks):
-    out = two_ranks[0] / "gan"
+@pytest.mark.parametrize("name", ["gan", "gan_options"])
+def test_gan_trainer_on_two_ranks_stays_in_sync_and_rank0_writes(two_ranks, name):
+    out = two_ranks[0] / name
     states = [torch.load(out / f"gan_rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for key in ("G", "EMA"):
         for name, value in states[0][key].items():

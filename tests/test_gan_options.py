@@ -21,7 +21,8 @@ from test_train import damsm_checkpoint, tiny_config  # noqa: F401 - the fixture
 
 CPU = torch.device("cpu")
 ALL_ON = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp=magp",
-          "gan.spectral_norm=true", "gan.g_betas=[0.0,0.9]", "gan.d_betas=[0.0,0.9]", "gan.mode_seeking=1.0"]
+          "gan.spectral_norm=true", "gan.projection=true", "gan.g_betas=[0.0,0.9]", "gan.d_betas=[0.0,0.9]",
+          "gan.mode_seeking=1.0"]
 
 
 # ---------------------------------------------------------------------- reference math
@@ -197,6 +198,7 @@ def test_explicit_off_values_train_exactly_as_the_defaults(tmp_path, damsm_check
     (["gan.gp=magp"], {"gp0", "gp1"}),
     (["gan.gp=r1", "gan.gp_weight=10"], {"gp0", "gp1"}),
     (["gan.spectral_norm=true"], set()),
+    (["gan.projection=true"], set()),
     (["gan.mode_seeking=1.0"], {"mode_seeking"})])
 def test_each_option_trains_with_finite_losses(tmp_path, damsm_checkpoint, extra, keys):  # noqa: F811
     torch.manual_seed(0)
@@ -267,3 +269,26 @@ def test_compile_leaves_the_discriminators_eager_under_a_gradient_penalty(tmp_pa
 def test_bce_option_uses_the_reference_loss():
     args = (torch.randn(4), torch.randn(4), torch.randn(3), torch.randn(4), torch.randn(4))
     assert torch.equal(GANOptions().d_loss(*args), discriminator_loss_from_logits(*args))
+
+
+def test_projection_head_adds_the_inner_product():
+    from attnfast.models.discriminator import D_GET_LOGITS
+    torch.manual_seed(0)
+    head = D_GET_LOGITS(2, 6, bcondition=True, projection=True).eval()
+    h, c = torch.randn(3, 16, 4, 4), torch.randn(3, 6)
+    plain = D_GET_LOGITS(2, 6, bcondition=True).eval()
+    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("projection")})
+    expected = plain(h, c, logits=True) + (head.projection(c) * h.sum(dim=(2, 3))).sum(dim=1)
+    torch.testing.assert_close(head(h, c, logits=True), expected)
+    torch.testing.assert_close(head(h, c), torch.sigmoid(expected))
+    assert D_GET_LOGITS(2, 6, bcondition=False, projection=True).projection is None   # unconditional head
+
+
+def test_spectral_norm_keeps_the_original_initialisation():
+    """weights_init (orthogonal) runs before the parametrisation: the stored weight is orthogonal."""
+    from attnfast.trainer.gan import build_discriminators
+    torch.manual_seed(0)
+    for netD in build_discriminators(tiny_config("gan.spectral_norm=true")):
+        conv = netD.COND_DNET.outlogits[0]
+        original = conv.parametrizations.weight.original.flatten(1)           # (1, ndf*8*16)
+        assert original.norm().item() == pytest.approx(1.0, rel=1e-4)       # one orthonormal row

@@ -43,9 +43,12 @@ class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
 
     Returns sigmoid probabilities as the original by default; ``logits=True`` returns the
     pre-sigmoid scores for ``binary_cross_entropy_with_logits`` (see reference/gan_losses.py).
+    ``projection`` (conditional head only; not in AttnGAN): adds the projection discriminator's
+    term <W c, sum_hw h> to the logit (Miyato & Koyama, "cGANs with Projection Discriminator",
+    ICLR 2018), a direct inner product of the sentence with the image code.
     """
 
-    def __init__(self, ndf: int, nef: int, bcondition: bool = False):
+    def __init__(self, ndf: int, nef: int, bcondition: bool = False, projection: bool = False):
         super().__init__()
         self.df_dim = ndf
         self.ef_dim = nef
@@ -53,11 +56,13 @@ class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
         if bcondition:
             self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
         self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+        self.projection = nn.Linear(nef, ndf * 8, bias=False) if (projection and bcondition) else None
 
     def forward(self, h_code, c_code=None, logits: bool = False):
         """h_code (B, ndf*8, 4, 4), c_code (B, nef) or None -> (B,) probabilities or logits."""
         check.tensor("h_code", h_code, 4, f"(B, ndf*8={self.df_dim * 8}, 4, 4)", floating=True)
         check.size("h_code", h_code, 1, self.df_dim * 8, f"(B, {self.df_dim * 8}, 4, 4)", "ndf*8")
+        sentence = c_code
         if self.bcondition and c_code is not None:
             check.tensor("c_code", c_code, 2, f"(B, nef={self.ef_dim})", floating=True)
             check.size("c_code", c_code, 1, self.ef_dim, f"(B, {self.ef_dim})", "nef")
@@ -67,6 +72,9 @@ class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
         else:
             h_c_code = h_code
         out = self.outlogits[0](h_c_code)                                 # (B, 1, 1, 1)
+        if self.projection is not None and sentence is not None:
+            projected = (self.projection(sentence) * h_code.sum(dim=(2, 3))).sum(dim=1)   # (B,)
+            out = out + projected.view(-1, 1, 1, 1)
         if not logits:
             out = self.outlogits[1](out)
         return out.view(-1)                                               # (B,)
@@ -77,10 +85,10 @@ class _DNet(nn.Module):
 
     resolution = 0
 
-    def _heads(self, ndf: int, nef: int, b_jcu: bool):
+    def _heads(self, ndf: int, nef: int, b_jcu: bool, projection: bool = False):
         self.ndf, self.nef = ndf, nef
         self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
-        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
+        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True, projection=projection)
 
     def _image(self, x_var):
         size = self.resolution
@@ -167,8 +175,13 @@ class D_NET256(_DNet):  # noqa: N801 - the original's name
 D_NETS = {32: D_NET32, 64: D_NET64, 128: D_NET128, 256: D_NET256}
 
 
-def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True) -> _DNet:  # noqa: N802
-    """The discriminator for ``resolution`` (64, 128 or 256 as the original; 32 for base_size=32)."""
+def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True,  # noqa: N802
+          projection: bool = False) -> _DNet:
+    """The discriminator for ``resolution`` (64, 128 or 256 as the original; 32 for base_size=32);
+    ``projection`` adds the projection term to its conditional head (see D_GET_LOGITS)."""
     if resolution not in D_NETS:
         raise ValueError(f"resolution must be one of {sorted(D_NETS)}, got {resolution}")
-    return D_NETS[resolution](ndf, nef, b_jcu)
+    netD = D_NETS[resolution](ndf, nef, b_jcu)
+    if projection:
+        netD.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True, projection=True)
+    return netD

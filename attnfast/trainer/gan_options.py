@@ -12,6 +12,8 @@ bit-identical to plain AttnGAN.
 - ``gan.spectral_norm``: spectral normalisation of every convolution of every D (Miyato et al., ICLR 2018);
 - ``gan.g_betas`` / ``gan.d_betas``: Adam betas per network (TTUR, Heusel et al. 2017, with the
   separate ``gan.g_lr`` / ``gan.d_lr``); null = ``gan.betas``;
+- ``gan.projection``: the projection discriminator's term <W s, sum_hw h> in every D's conditional
+  head (Miyato & Koyama, ICLR 2018);
 - ``gan.mode_seeking``: weight of MSGAN's mode-seeking term (Mao et al., CVPR 2019) on G, computed
   on a second draw of the first ``ceil(B/2)`` items with fresh noise.
 """
@@ -47,6 +49,7 @@ class GANOptions:
     gp_weight: float = 2.0
     gp_power: float = 6.0
     spectral_norm: bool = False
+    projection: bool = False
     g_betas: tuple[float, float] = (0.5, 0.999)
     d_betas: tuple[float, float] = (0.5, 0.999)
     mode_seeking: float = 0.0
@@ -77,6 +80,7 @@ class GANOptions:
         betas = gan["betas"]
         return cls(augment=augment, loss=loss, gp=gp, gp_weight=gp_weight, gp_power=gp_power,
                    spectral_norm=bool(gan.get("spectral_norm", False)),
+                   projection=bool(gan.get("projection", False)),
                    g_betas=_betas(gan.get("g_betas") or betas, "gan.g_betas"),
                    d_betas=_betas(gan.get("d_betas") or betas, "gan.d_betas"),
                    mode_seeking=mode_seeking)
