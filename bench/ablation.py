@@ -66,18 +66,19 @@ def run_worker(args) -> None:
     torch.manual_seed(config["train"]["seed"])
     trainer = GANTrainer(config, work, device, args.damsm)
     batches = trainer.batches()
-    started = time.perf_counter()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    started = clock()
     while True:
         if args.steps is not None:
             target = args.steps
-        elif time.perf_counter() - started >= args.budget_s:
+        elif clock() - started >= args.budget_s:
             break
         else:
             target = trainer.step + 25
         trainer.run(batches, target, progress=False)
         if args.steps is not None:
             break
-    seconds = time.perf_counter() - started
+    seconds = clock() - started
     trainer.save()
     report = evaluate_checkpoint(trainer.checkpoint_path(), work / "eval.json", device=device)
     (work / "result.json").write_text(json.dumps({"steps": trainer.step, "train_seconds": seconds,
@@ -126,6 +127,9 @@ def main(argv=None) -> int:
     parser.add_argument("--damsm", default=None, help="DAMSM checkpoint shared by every row (required to train)")
     parser.add_argument("--budget-s", type=float, default=300.0, help="GAN training seconds per row")
     parser.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="what --budget-s counts: wall-clock seconds, or the row's own CPU seconds "
+                             "(process time: independent of other jobs on the machine)")
     parser.add_argument("--rows", default="", help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--row", action="append", default=[], help="NAME=override;override (a custom row)")
     parser.add_argument("--seeds", default="0")
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
             work.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, __file__, "--worker", name, "--seed", str(seed), "--work", str(work),
                    "--config", args.config, "--damsm", args.damsm, "--budget-s", str(args.budget_s),
-                   "--threads", str(args.threads), "--overrides", json.dumps(rows[name])]
+                   "--threads", str(args.threads), "--clock", args.clock, "--overrides", json.dumps(rows[name])]
             if args.steps is not None:
                 cmd += ["--steps", str(args.steps)]
             log = open(work / "log.txt", "w")
@@ -181,14 +185,15 @@ def main(argv=None) -> int:
             result = json.loads((work / "result.json").read_text())
             row = {"row": name, "seed": seed, "overrides": rows[name], "steps": result["steps"],
                    "train_seconds": round(result["train_seconds"], 1), **summary_of(result["eval"]),
-                   "repeat": (f".venv/bin/python bench/ablation.py --damsm {args.damsm} --steps {result['steps']} "
+                   "repeat": (f".venv/bin/python bench/ablation.py --config {args.config} --damsm {args.damsm} "
+                              f"--steps {result['steps']} "
                               f"--row '{name}={';'.join(rows[name])}' --seeds {seed} --threads {args.threads}")}
             done[(name, seed)] = row
             print(json.dumps(row), flush=True)
     from _common import device_info
     import torch
     results = {"meta": {**device_info(torch.device("cpu")), "config": args.config, "damsm": args.damsm,
-                        "budget_s": args.budget_s, "steps": args.steps, "threads_per_row": args.threads,
+                        "budget_s": args.budget_s, "clock": args.clock, "steps": args.steps, "threads_per_row": args.threads,
                         "parallel_rows": args.jobs},
                "rows": [done[j] for j in jobs if j in done]}
     out = Path(args.out)
