@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 # Each option alone, added to the demo recipe; the sources are in attnfast/trainer/gan_options.py.
 ROWS = {
-    "baseline": [],
+    "baseline": ["gan.projection=false"],     # the demo recipe before this ablation
     "diffaugment": ["gan.diffaugment=color,translation,cutout"],
     "hinge": ["gan.loss=hinge"],
     "magp": ["gan.gp=magp"],
@@ -34,6 +34,7 @@ ROWS = {
     "spectral_norm": ["gan.spectral_norm=true"],
     "ttur": ["gan.g_lr=0.0002", "gan.d_lr=0.0004", "gan.g_betas=[0.0,0.9]", "gan.d_betas=[0.0,0.9]"],
     "mode_seeking": ["gan.mode_seeking=1.0"],
+    "projection": ["gan.projection=true"],
 }
 
 
@@ -144,7 +145,13 @@ def main(argv=None) -> int:
                         "markdown table (mean over seeds, and each seed) and exit")
     args = parser.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())["rows"]))
+        results = json.loads(Path(args.table).read_text())
+        parts = {"": results} if "rows" in results else {k: v for k, v in results.items()
+                                                         if isinstance(v, dict) and "rows" in v}
+        for name, part in parts.items():
+            if name:
+                print(f"\n{name} ({part.get('budget_s', '?')} s per row):")
+            print(markdown_table(part["rows"]))
         return 0
     if args.worker:
         run_worker(args)

@@ -10,7 +10,8 @@ import ablation  # noqa: E402
 
 def test_rows_known_and_custom():
     rows = ablation.parse_rows("baseline,hinge", ["mine=gan.projection=true;gan.lambda=3"])
-    assert rows == {"mine": ["gan.projection=true", "gan.lambda=3"], "baseline": [], "hinge": ["gan.loss=hinge"]}
+    assert rows == {"mine": ["gan.projection=true", "gan.lambda=3"], "baseline": ["gan.projection=false"],
+                    "hinge": ["gan.loss=hinge"]}
     with pytest.raises(SystemExit, match="unknown row 'nope'"):
         ablation.parse_rows("nope", [])
     with pytest.raises(SystemExit, match="NAME=override"):
