@@ -292,3 +292,9 @@ def test_spectral_norm_keeps_the_original_initialisation():
         conv = netD.COND_DNET.outlogits[0]
         original = conv.parametrizations.weight.original.flatten(1)           # (1, ndf*8*16)
         assert original.norm().item() == pytest.approx(1.0, rel=1e-4)       # one orthonormal row
+
+
+def test_mode_seeking_needs_two_images_per_rank(tmp_path, damsm_checkpoint):  # noqa: F811
+    from attnfast.trainer.distributed import DistContext
+    with pytest.raises(ValueError, match="needs >= 2 images per rank: gan.batch_size 4 over 4 ranks"):
+        GANTrainer(tiny_config("gan.mode_seeking=1.0"), tmp_path, CPU, damsm_checkpoint, dist=DistContext(0, 4))

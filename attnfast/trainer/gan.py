@@ -95,6 +95,9 @@ class GANTrainer(common.StepLoop):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.damsm_path = str(damsm_path)
         self.options = GANOptions.from_config(config)
+        if self.options.mode_seeking > 0 and config["gan"]["batch_size"] // self.dist.world < 2:
+            raise ValueError(f"gan.mode_seeking > 0 needs >= 2 images per rank: gan.batch_size "
+                             f"{config['gan']['batch_size']} over {self.dist.world} ranks")
         self.text_encoder, self.image_encoder, self.vocab = load_damsm_encoders(damsm_path, config, device)
         self.netG = build_generator(config)
         self.netG.apply(weights_init)
@@ -291,11 +294,11 @@ class GANTrainer(common.StepLoop):
         return losses
 
     def _mode_seeking(self, noise, fakes, inputs) -> torch.Tensor:
-        """MSGAN's term: the first ceil(B/2) captions drawn again with fresh z (and CA noise) and
-        compared with their images of this step (last stage)."""
+        """MSGAN's term: the first ceil(B/2) captions (at least 2: G's BatchNorm needs two) drawn
+        again with fresh z (and CA noise) and compared with their images of this step (last stage)."""
         from attnfast.reference.gan_regularizers import mode_seeking_loss
         words, sentence, mask = inputs["text"]
-        half = (noise.shape[0] + 1) // 2
+        half = min(noise.shape[0], max(2, (noise.shape[0] + 1) // 2))
         fresh = self.draw_noise(half)
         eps = self.draw_noise(half, width=self.config["model"]["condition_dim"]) if self.dist.enabled else None
         with self.autocast():
