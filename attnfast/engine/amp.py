@@ -34,6 +34,8 @@ def default_mode(device: torch.device) -> str:
         LOG.info("--amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is slower "
                  "than fp32: training in fp32 (--amp bf16 forces bf16)")
         return "off"
+    if device.type == "cpu":
+        LOG.info("--amp: bf16 autocast (this CPU computes bf16 natively: AVX512-BF16/AMX)")
     return "bf16"
 
 
