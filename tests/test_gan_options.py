@@ -158,21 +158,13 @@ def _state_digest(trainer) -> str:
 _RECORDED = {("2.13.0+cpu", "AVX512", "AMD EPYC", 2): "5e8a5c6f24a160731e55d13e81a2360f"}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor()
-
-
 def test_every_option_off_is_bit_identical_to_the_code_before_them(tmp_path):
     import os
-    key = (torch.__version__, torch.backends.cpu.get_cpu_capability(), _cpu_model(), os.cpu_count())
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from _common import _cpu_name                                        # /proc/cpuinfo's model name
+    key = (torch.__version__, torch.backends.cpu.get_cpu_capability(), _cpu_name(), os.cpu_count())
     if key not in _RECORDED:
         pytest.skip(f"the digest was recorded under {sorted(_RECORDED)}, this is {key}")
     from attnfast.trainer.damsm import train_damsm

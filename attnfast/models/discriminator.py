@@ -85,10 +85,10 @@ class _DNet(nn.Module):
 
     resolution = 0
 
-    def _heads(self, ndf: int, nef: int, b_jcu: bool, projection: bool = False):
+    def _heads(self, ndf: int, nef: int, b_jcu: bool):
         self.ndf, self.nef = ndf, nef
         self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
-        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True, projection=projection)
+        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
 
     def _image(self, x_var):
         size = self.resolution

@@ -69,13 +69,13 @@ def build_generator(config: dict):
                  mask_mode=model["mask_mode"], base_size=model.get("base_size", 64))
 
 
-def build_discriminators(config: dict) -> list:
+def build_discriminators(config: dict, options: GANOptions | None = None) -> list:
     """One D per stage, initialised as the original (``weights_init``), then spectrally normalised
     when ``gan.spectral_norm`` is on (after the init: the parametrised weight is computed, so an
     in-place init of it would be lost)."""
     from attnfast.models import D_NET, weights_init
     model = config["model"]
-    options = GANOptions.from_config(config)
+    options = options or GANOptions.from_config(config)
     netsD = [D_NET(res, ndf=model["df_dim"], nef=model["embedding_dim"], b_jcu=model["b_jcu"],
                    projection=options.projection) for res in common.stage_resolutions(config)]
     return [options.apply_spectral_norm(d.apply(weights_init)) for d in netsD]
@@ -102,7 +102,7 @@ class GANTrainer(common.StepLoop):
         self.netG = build_generator(config)
         self.netG.apply(weights_init)
         self.netG.to(device)
-        self.netsD = [d.to(device) for d in build_discriminators(config)]
+        self.netsD = [d.to(device) for d in build_discriminators(config, self.options)]
         self.netG, self.netsD = self.speed.prepare_models(self.netG, self.netsD, self.image_encoder, device,
                                                           self.dist)
         gan = config["gan"]
