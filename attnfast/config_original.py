@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from attnfast.config import ConfigError
+from attnfast.config_errors import ConfigError
 
 __all__ = ["ORIGINAL_DEFAULTS", "TRAIN_IMAGES", "NO_EFFECT_KEYS", "is_original_config",
            "convert_original_config"]

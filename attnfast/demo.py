@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
     from attnfast.generation import sample_to_files
-    from attnfast.trainer.common import pick_device
-    from attnfast.trainer.pipeline import run_pipeline
+    from attnfast.engine.devices import pick_device
+    from attnfast.pipeline import run_pipeline
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)

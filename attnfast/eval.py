@@ -62,7 +62,8 @@ class Context:
 def load_context(args: argparse.Namespace) -> Context:
     from attnfast.config import DEFAULTS, merge_config
     from attnfast.data import Vocabulary, shapes_vocabulary
-    from attnfast.trainer.common import build_image_encoder, build_text_encoder, pick_device
+    from attnfast.engine.devices import pick_device
+    from attnfast.models.build import build_image_encoder, build_text_encoder
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     if args.random_init:
@@ -123,7 +124,7 @@ def _generator(ctx: Context, what: str) -> torch.nn.Module:
     """The checkpoint's EMA generator (eval mode, on the device); ``what`` names the option needing it."""
     if ctx.state is None or "netG_ema" not in ctx.state:
         raise ValueError(f"{what} needs a GAN checkpoint (with netG_ema)")
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     net_g = build_generator(ctx.config)
     net_g.load_state_dict(ctx.state["netG_ema"])
     return net_g.to(ctx.device).eval()
@@ -198,7 +199,7 @@ def _add_vlms_arguments(parser: argparse.ArgumentParser) -> None:
 def run_vlms(args: argparse.Namespace, ctx: Context) -> dict:
     """VLMS of the test pairs (and of shuffled pairs, the chance reference); see metrics/vlms.py."""
     from attnfast.metrics.vlms import vlms
-    from attnfast.trainer.vlm import load_matching_block
+    from attnfast.models.build import load_matching_block
     path = args.vlm or (args.checkpoint if isinstance(ctx.state, dict) and "msb" in ctx.state else None)
     if path is None:
         raise ValueError("--vlms needs the matching block: pass --vlm vlm.pt (from --stage vlm)")
@@ -254,7 +255,7 @@ def _inception_results(args: argparse.Namespace, ctx: Context | None) -> dict:
     if getattr(args, "_inception_results", None) is not None:
         return args._inception_results
     from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
-    from attnfast.trainer.common import pick_device
+    from attnfast.engine.devices import pick_device
     if args.samples is None and (ctx is None or ctx.state is None or "netG_ema" not in ctx.state):
         raise ValueError("--is/--fid need images: --samples DIR, or a GAN --checkpoint (with netG_ema)")
     if args.fid and args.real is None and args.samples is not None:
@@ -302,7 +303,7 @@ def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
     from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
     from attnfast.metrics.paper_eval import evaluate_generator
     from attnfast.models import released
-    from attnfast.trainer.common import pick_device
+    from attnfast.engine.devices import pick_device
     needed = {"--netG": args.netG, "--text-encoder": args.text_encoder,
               "--image-encoder": args.image_encoder, "--data-dir": args.data_dir}
     if any(v is None for v in needed.values()):

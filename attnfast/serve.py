@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         from attnfast.generation import SeededGenerator
         from attnfast.generation.loading import models_from_args
         from attnfast.serving import create_app
-        from attnfast.trainer.common import pick_device
+        from attnfast.engine.devices import pick_device
         settings = settings_from(args)
         device = pick_device(args.device)
         models = models_from_args(args, device)

@@ -5,7 +5,7 @@ import torch
 from attnfast.config import load_config
 from attnfast.models import D_NET, D_NET32, G_NET
 from attnfast.sample import sample
-from attnfast.trainer import common
+from attnfast.models.build import stage_resolutions
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
 from test_train import TINY
@@ -43,12 +43,12 @@ def test_bad_base_size_is_refused():
     with pytest.raises(ValueError, match="base_size"):
         G_NET(ngf=4, nef=16, ncf=8, z_dim=8, base_size=48)
     with pytest.raises(ValueError, match="base_size"):
-        common.stage_resolutions(load_config(None, TINY + ["model.base_size=16"]))
+        stage_resolutions(load_config(None, TINY + ["model.base_size=16"]))
 
 
 def test_base_32_trains_and_samples(tmp_path):
     config = load_config(None, TINY + ["model.base_size=32"])
-    assert common.stage_resolutions(config) == (32, 64)
+    assert stage_resolutions(config) == (32, 64)
     cpu = torch.device("cpu")
     damsm = train_damsm(config, tmp_path, cpu, steps=2, progress=False)
     summary = train_gan(config, tmp_path, cpu, damsm["checkpoint"], steps=2, progress=False)

@@ -121,7 +121,8 @@ class CaptionOnly(torch.nn.Module):
 
 
 def test_a_generator_ignoring_its_noise_gives_zero(classifier):
-    from attnfast.trainer.common import build_text_encoder, build_vocabulary
+    from attnfast.models.build import build_text_encoder
+    from attnfast.trainer.common import build_vocabulary
     from attnfast.generation import encode_captions
     config = tiny_config("dataset.grid=1", "dataset.max_objects=1")
     vocab = build_vocabulary(config)
@@ -140,8 +141,8 @@ def test_a_generator_ignoring_its_noise_gives_zero(classifier):
 @pytest.fixture(scope="module")
 def gan_file(tmp_path_factory):
     """An untrained tiny GAN checkpoint (its generator uses z, so its samples differ)."""
-    from attnfast.trainer.common import build_image_encoder, build_text_encoder, build_vocabulary
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator, build_image_encoder, build_text_encoder
+    from attnfast.trainer.common import build_vocabulary
     config = tiny_config(*CONFIG)
     vocab = build_vocabulary(config)
     path = tmp_path_factory.mktemp("gan") / "gan.pt"

@@ -335,7 +335,7 @@ def test_eval_cli_errors(tmp_path, capsys):
 
 def test_eval_cli_generates_from_a_checkpoint(tmp_path, capsys, stand_in_network):
     from attnfast import eval as cli
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     base = ["--device", "cpu", "--num-images", "4", "--batch-size", "4"]
     ctx = cli.load_context(cli.build_parser().parse_args(["--random-init"] + base))
     ckpt = tmp_path / "gan.pt"

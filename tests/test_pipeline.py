@@ -12,7 +12,7 @@ import torch
 from attnfast import train as train_cli
 from attnfast.engine import checkpoint as ckpt
 from attnfast.trainer import common
-from attnfast.trainer.pipeline import config_differences, run_pipeline
+from attnfast.pipeline import config_differences, run_pipeline
 from test_train import TINY, tiny_config
 
 # test_train's tiny model at 32 -> 64 px, a checkpoint every step (so a kill finds one mid-stage)

@@ -180,7 +180,7 @@ def test_cli_random_init_and_checkpoint_round_trip(tmp_path, capsys):
 def test_cli_generated_images(tmp_path, capsys):
     """--images generated runs the checkpoint's generator on the captions (random weights here)."""
     from attnfast import eval as cli
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     ctx = cli.load_context(cli.build_parser().parse_args(SMOKE + ["--random-init"]))
     ckpt = tmp_path / "gan.pt"
     state = {"text_encoder": ctx.text_encoder.state_dict(),

@@ -208,7 +208,7 @@ def test_style_transfer_cli_writes_its_grid(tmp_path, gan_checkpoint, style_chec
 
 def test_style_transfer_keeps_z_from_the_image(gan_checkpoint, style_checkpoint):
     from attnfast.generation import transfer_images
-    from attnfast.trainer.style import load_style_encoder
+    from attnfast.models.build import load_style_encoder
     netG, text_encoder, vocab, config = sample_cli.load_generator(gan_checkpoint, CPU)
     encoder, _ = load_style_encoder(style_checkpoint, CPU)
     ids, lens, _, _ = sample_cli.encode_captions(["a red circle", "a blue star"], vocab, 18)

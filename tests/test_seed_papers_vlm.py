@@ -12,7 +12,7 @@ from attnfast.config import load_config
 from attnfast.models.vlmgan import MatchingScoreBlock, global_scores, local_scores
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import GANTrainer
-from attnfast.trainer.vlm import mismatched_order
+from attnfast.models.vlmgan import mismatched_order
 from test_train import TINY
 
 CPU = torch.device("cpu")

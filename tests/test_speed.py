@@ -12,6 +12,7 @@ import torch
 from attnfast import train as train_cli
 from attnfast.engine import amp as amp_lib
 from attnfast.models import RNN_ENCODER
+from attnfast.models.text_encoding import encode_text
 from attnfast.trainer import common
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import GANTrainer
@@ -80,7 +81,7 @@ def test_text_cache_hits_values_and_bound():
     caps, lens = _captions(4, 10, [3, 10, 1, 6])
     idx, cidx = torch.tensor([5, 6, 7, 8]), torch.tensor([0, 1, 0, 2])
     words, sent = cache.lookup(caps, lens, idx, cidx)
-    ref_words, ref_sent = common.encode_text(enc, caps, lens, 10)
+    ref_words, ref_sent = encode_text(enc, caps, lens, 10)
     assert_close(words, ref_words.double(), name="cached words")
     assert_close(sent, ref_sent.double(), name="cached sentence")
     assert words.dtype == torch.float32 and words.shape == (4, 16, 10)
@@ -103,7 +104,7 @@ def test_text_cache_is_emptied_when_the_encoder_changes_and_refuses_training_mod
     enc.load_state_dict(state)
     after = cache.lookup(caps, lens, idx, cidx)[1]
     assert cache.misses == 4 and not torch.allclose(before, after)
-    assert_close(after, common.encode_text(enc, caps, lens, 10)[1].double())
+    assert_close(after, encode_text(enc, caps, lens, 10)[1].double())
     # the same key with other tokens is another entry (a changed caption is never served stale)
     other = caps.clone()
     other[0, 0] = (other[0, 0] % 29) + 1

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from attnfast.engine.files import atomic_write
 
 __all__ = ["to_uint8_images", "make_grid_image", "save_image_grid"]
 
@@ -91,6 +92,5 @@ def make_grid_image(images, ncol: int = 8, captions: Sequence[str] | None = None
 def save_image_grid(images, path: str | os.PathLike, ncol: int = 8,
                     captions: Sequence[str] | None = None) -> None:
     """Write :func:`make_grid_image` as a PNG atomically (temp file in the same folder, then rename)."""
-    from attnfast.engine.files import atomic_write
     img = make_grid_image(images, ncol=ncol, captions=captions)
     atomic_write(path, lambda stream: img.save(stream, format="PNG"))

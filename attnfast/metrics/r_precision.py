@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from attnfast.reference.damsm import COSINE_EPS, GAMMA1, GAMMA2
+from attnfast.ops import damsm_scores
 
 SCORES = ("word", "sentence", "both")
 STRATEGIES = ("auto", "matrix", "per_image")
@@ -118,7 +119,6 @@ class _WordScores:
 
     @torch.no_grad()
     def _matrix(self, batch_size):
-        from attnfast.ops import damsm_scores
         return torch.cat([damsm_scores(self.regions[s:s + batch_size], self.words, self.lens,
                                        **self.kwargs).float()
                           for s in range(0, self.regions.shape[0], batch_size)])
@@ -128,7 +128,6 @@ class _WordScores:
         if self.matrix is not None:
             device = self.matrix.device
             return self.matrix[images.to(device)[:, None], cand.to(device)]
-        from attnfast.ops import damsm_scores
         cand = cand.to(self.words.device)
         return torch.cat([damsm_scores(self.regions[n:n + 1], self.words[c], self.lens[c],
                                        **self.kwargs).float()

@@ -13,6 +13,7 @@ from torch import nn
 
 from attnfast.data import COLOURS, GRIDS, SHAPES, SIZES, ShapesDataset
 from attnfast.data.shapes import max_objects_for_grid
+from attnfast.engine.checkpoint import save_atomic
 
 EMPTY = len(SHAPES)             # shape class of an empty cell
 CELL = 24                       # each grid cell is read as a CELL x CELL crop
@@ -145,7 +146,6 @@ def cached_classifier(cache_dir: str | Path | None = None) -> CellClassifier:
         except Exception:
             path.unlink()  # a corrupt cache is rebuilt
     model = train_classifier()
-    from attnfast.engine.checkpoint import save_atomic
     save_atomic(model.state_dict(), path)
     return model
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import common
+from attnfast.models.text_encoding import encode_text
 
 
 class TextFeatureCache:
@@ -96,5 +96,5 @@ class TextFeatureCache:
         return torch.stack(words), torch.stack(sentences)
 
     def _encode(self, caption: torch.Tensor, cap_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        words, sentence = common.encode_text(self.text_encoder, caption, cap_len, self.words_num)
+        words, sentence = encode_text(self.text_encoder, caption, cap_len, self.words_num)
         return words[0].float().contiguous(), sentence[0].float().contiguous()
