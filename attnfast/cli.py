@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from attnfast import __version__
+from attnfast.extras import run_cli
 
 # command -> (module whose main(argv) it runs, one line for the help). "bench" has no module: it
 # runs the scripts of the checkout's bench/ folder.
@@ -109,8 +110,7 @@ def run_command(command: str, argv: list[str]) -> int:
         print(f"attnfast {command}: error: '{command}' is not installed in this version of attnfast "
               f"{__version__} (there is no module {module_name})", file=sys.stderr)
         return 2
-    module = importlib.import_module(module_name)
-    return module.main(argv)
+    return run_cli(f"attnfast {command}", lambda args: importlib.import_module(module_name).main(args), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

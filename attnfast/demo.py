@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from attnfast.extras import run_cli
+
 # Captions sampled at the end, per dataset.grid (positions must be the grid's own).
 DEMO_CAPTIONS = {
     3: ["a large red circle in the center",
@@ -85,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.demo", main))

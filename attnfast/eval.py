@@ -37,6 +37,8 @@ from typing import Callable
 
 import torch
 
+from attnfast.extras import require_extra, run_cli
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -340,6 +342,9 @@ def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
             "inception_weights": args.inception_weights, "real": args.real}
 
 
+# metrics computed with torchmetrics (the ``metrics`` extra); --netG's default "paper" too
+NEEDS_TORCHMETRICS = ("inception_score", "fid", "paper")
+
 METRICS: dict[str, Metric] = {
     "r_precision": Metric("--r-precision", "R-precision of the DAMSM encoders (AttnGAN protocol)",
                           _add_r_precision_arguments, run_r_precision),
@@ -398,6 +403,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     chosen = [name for name in METRICS if getattr(args, name)]
+    if any(name in NEEDS_TORCHMETRICS for name in chosen) or (args.netG is not None and not chosen):
+        require_extra("metrics")  # IS / FID: one line naming torchmetrics and exit 2 when missing
     try:
         standalone = {"--samples": (args.samples, IMAGE_METRICS), "--netG": (args.netG, RELEASED_METRICS)}
         for flag, (value, allowed) in standalone.items():
@@ -425,4 +432,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.eval", main))

@@ -19,6 +19,7 @@ from pathlib import Path
 from attnfast.generation import (GenerationError, encode_captions, fixed_noise, generate,  # noqa: F401
                                  load_generator, load_released)
 from attnfast.generation.loading import add_model_arguments, models_from_args
+from attnfast.extras import run_cli
 from attnfast.generation import sample_to_files as sample  # noqa: F401
 
 SampleError = GenerationError
@@ -95,4 +96,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.sample", main))

@@ -25,6 +25,7 @@ from attnfast.engine.amp import AMP_MODES
 from attnfast.engine.amp import resolve as resolve_amp
 from attnfast.trainer import distributed
 from attnfast.engine.devices import pick_device
+from attnfast.extras import run_cli
 from attnfast.trainer.common import NonFiniteLoss
 
 
@@ -128,4 +129,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.train", main))

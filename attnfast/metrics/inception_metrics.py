@@ -65,8 +65,9 @@ def _torchmetrics():
         from torchmetrics.image.inception import InceptionScore
     except ImportError as exc:
         raise MetricUnavailable(
-            f"IS and FID need torchmetrics (pure Python: pip install torchmetrics; torchvision and "
-            f"torch-fidelity are not needed), which is not importable here: {exc}") from exc
+            f"IS and FID need the package 'torchmetrics', which is not importable here ({exc}): "
+            f"pip install 'attnfast[metrics]' (or pip install torchmetrics; torchvision and "
+            f"torch-fidelity are not needed)") from exc
     return FrechetInceptionDistance, InceptionScore
 
 
