@@ -11,7 +11,7 @@ import yaml
 from attnfast.config_errors import ConfigError
 from attnfast.config_original import convert_original_config, is_original_config
 
-__all__ = ["ConfigError", "DEFAULTS", "fill_defaults", "load_config", "merge_config", "parse_override"]
+__all__ = ["DEFAULTS", "ConfigError", "fill_defaults", "load_config", "merge_config", "parse_override"]
 
 DEFAULTS: dict = {
     "name": "shapes",

@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
-    from attnfast.generation import sample_to_files
     from attnfast.engine.devices import pick_device
+    from attnfast.generation import sample_to_files
     from attnfast.pipeline import run_pipeline
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

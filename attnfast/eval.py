@@ -31,9 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -46,7 +46,7 @@ class Metric:
     flag: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, "Context"], dict]
+    run: Callable[[argparse.Namespace, Context], dict]
 
 
 @dataclass
@@ -256,8 +256,8 @@ def _inception_results(args: argparse.Namespace, ctx: Context | None) -> dict:
     ``args``: --is and --fid share it)."""
     if getattr(args, "_inception_results", None) is not None:
         return args._inception_results
-    from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
     from attnfast.engine.devices import pick_device
+    from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
     if args.samples is None and (ctx is None or ctx.state is None or "netG_ema" not in ctx.state):
         raise ValueError("--is/--fid need images: --samples DIR, or a GAN --checkpoint (with netG_ema)")
     if args.fid and args.real is None and args.samples is not None:
@@ -302,10 +302,10 @@ def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
     """R-precision (DM-GAN protocol, sentence cosine, --folds default 10), IS (with
     --inception-weights) and FID (with --real too) of released weights in one pass."""
     from attnfast.data.attngan_layout import AttnGANDataset
+    from attnfast.engine.devices import pick_device
     from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
     from attnfast.metrics.paper_eval import evaluate_generator
     from attnfast.models import released
-    from attnfast.engine.devices import pick_device
     needed = {"--netG": args.netG, "--text-encoder": args.text_encoder,
               "--image-encoder": args.image_encoder, "--data-dir": args.data_dir}
     if any(v is None for v in needed.values()):

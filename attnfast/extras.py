@@ -13,7 +13,7 @@ An entry point whose extra is missing ends in one line, ``PROG: error: ... needs
 """
 import importlib.util
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # importable top-level module -> (the extra of attnfast that brings it, what needs it)
 EXTRAS: dict[str, tuple[str, str]] = {

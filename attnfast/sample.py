@@ -15,12 +15,12 @@ import logging
 import sys
 from pathlib import Path
 
-# The generation core is the library; these names stay importable from here for existing callers.
-from attnfast.generation import (GenerationError, encode_captions, fixed_noise, generate,  # noqa: F401
-                                 load_generator, load_released)
-from attnfast.generation.loading import add_model_arguments, models_from_args
 from attnfast.extras import run_cli
-from attnfast.generation import sample_to_files as sample  # noqa: F401
+
+# The generation core is the library; these names stay importable from here for existing callers.
+from attnfast.generation import GenerationError, encode_captions, fixed_noise, generate, load_generator, load_released  # noqa: F401
+from attnfast.generation import sample_to_files as sample
+from attnfast.generation.loading import add_model_arguments, models_from_args
 
 SampleError = GenerationError
 

@@ -79,10 +79,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
+        from attnfast.engine.devices import pick_device
         from attnfast.generation import SeededGenerator
         from attnfast.generation.loading import models_from_args
         from attnfast.serving import create_app
-        from attnfast.engine.devices import pick_device
         settings = settings_from(args)
         device = pick_device(args.device)
         models = models_from_args(args, device)

@@ -23,11 +23,10 @@ import sys
 from attnfast.config import ConfigError, load_config
 from attnfast.engine.amp import AMP_MODES
 from attnfast.engine.amp import resolve as resolve_amp
-from attnfast.trainer import distributed
 from attnfast.engine.devices import pick_device
 from attnfast.extras import run_cli
+from attnfast.trainer import distributed
 from attnfast.trainer.common import NonFiniteLoss
-
 
 DATASET_ON_DEVICE_MB = 8192.0
 

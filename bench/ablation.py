@@ -55,6 +55,7 @@ def parse_rows(names: str, custom: list[str]) -> dict:
 def run_worker(args) -> None:
     """Train one row for the budget (in chunks of 25 steps) and evaluate it; writes result.json."""
     import torch
+
     from attnfast.config import load_config
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
     from attnfast.trainer.gan import GANTrainer
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
                               f"--row '{name}={';'.join(rows[name])}' --seeds {seed} --threads {args.threads}")}
             done[(name, seed)] = row
             print(json.dumps(row), flush=True)
-    from _common import device_info
     import torch
+    from _common import device_info
     results = {"meta": {**device_info(torch.device("cpu")), "config": args.config, "damsm": args.damsm,
                         "budget_s": args.budget_s, "clock": args.clock, "steps": args.steps, "threads_per_row": args.threads,
                         "parallel_rows": args.jobs},

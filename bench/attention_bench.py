@@ -27,11 +27,21 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-from attnfast import ops, reference  # noqa: E402
-from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
+from attnfast import ops, reference
+from attnfast.ops._dispatch import extension_usable, triton_usable
 
 NUM_WORDS = 18
 SIZES_FULL = [(b, c, r, NUM_WORDS) for b in (20, 64, 256) for c in (32, 64) for r in (64, 128)]

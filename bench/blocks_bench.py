@@ -34,12 +34,21 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, device_info, gpu_quick_timing, matmul_rate, peak_memory,  # noqa: E402
-                     predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-from attnfast import ops  # noqa: E402
-from attnfast.models.inference import fuse_for_inference  # noqa: E402
-from attnfast.ops._dispatch import triton_usable  # noqa: E402
+from attnfast import ops
+from attnfast.models.inference import fuse_for_inference
+from attnfast.ops._dispatch import triton_usable
 
 STAGE1 = [("up", 512, 256, 4), ("up", 256, 128, 8), ("up", 128, 64, 16), ("up", 64, 32, 32)]
 STAGE23 = [("res", 64, 64, 64), ("up", 64, 32, 64), ("res", 64, 64, 128), ("up", 64, 32, 128)]

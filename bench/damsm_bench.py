@@ -36,11 +36,21 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-from attnfast import ops, reference  # noqa: E402
-from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
+from attnfast import ops, reference
+from attnfast.ops._dispatch import extension_usable, triton_usable
 
 DIM, SIDE, NUM_WORDS = 256, 17, 18
 SIZES_GPU = [(b, DIM, SIDE, NUM_WORDS) for b in (48, 64, 256)]

@@ -28,11 +28,19 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-import attnfast.ops as ops  # noqa: E402
-from attnfast import reference as R  # noqa: E402
+from attnfast import ops
+from attnfast import reference as R
 
 CPU = torch.device("cpu")
 ATTENTION_TARGET, DAMSM_TARGET = 2.0, 4.0

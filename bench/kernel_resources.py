@@ -38,8 +38,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import print_table  # noqa: E402
-from _gpus import ARCHS, occupancy  # noqa: E402
+from _common import print_table
+from _gpus import ARCHS, occupancy
 
 ROOT = os.path.dirname(HERE)
 DEFAULT_JSON = os.path.join(HERE, "results", "kernel_resources.json")
@@ -93,7 +93,7 @@ def _config_text(spec: dict, kernel) -> str:
 def triton_report(archs: list[int], jobs: int, progress=print) -> tuple[list[dict], list[str]]:
     """Rows (one per distinct compiled binary) and the names of every kernel in kernels/."""
     import _kernel_cases
-    from _triton_aot import jit_functions, specialize, compile_spec
+    from _triton_aot import compile_spec, jit_functions, specialize
     from triton.compiler import ASTSource
 
     start = time.perf_counter()

@@ -26,13 +26,22 @@ from functools import partial
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, backend_env, device_info, gpu_quick_timing, peak_memory,  # noqa: E402
-                     predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    backend_env,
+    device_info,
+    gpu_quick_timing,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-from attnfast.engine.graphed_generator import GraphedGenerator  # noqa: E402
-from attnfast.models import G_NET, RNN_ENCODER  # noqa: E402
-from attnfast.models.inference import fuse_for_inference  # noqa: E402
-from attnfast.generation import generate  # noqa: E402
+from attnfast.engine.graphed_generator import GraphedGenerator
+from attnfast.generation import generate
+from attnfast.models import G_NET, RNN_ENCODER
+from attnfast.models.inference import fuse_for_inference
 
 FULL = {"width": dict(ngf=32, nef=256, ncf=100, z_dim=100, r_num=2), "word_dim": 300,
         "resolutions": {64: 1, 256: 3}, "batches": (1, 64, 256)}

@@ -202,7 +202,7 @@ def _stats_kernel(y_ptr, mean_part_ptr, m2_part_ptr, cnt_part_ptr,
     count = tl.zeros([BLOCK_C * (4 if (CL and SUB) else 1)], dtype=tl.float32)
     mean = tl.zeros_like(count)
     m2 = tl.zeros_like(count)
-    for i in range(0, TILES):
+    for i in range(TILES):
         t = pid_s * TILES + i
         b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      K, CL, SUB, BIG, BLOCK_P, BLOCK_C)
@@ -329,7 +329,7 @@ def _bwd_reduce_kernel(y_ptr, g_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr,
     dot_a = tl.zeros_like(sum_a)
     sum_g = tl.zeros_like(sum_a)
     dot_g = tl.zeros_like(sum_a)
-    for i in range(0, TILES):
+    for i in range(TILES):
         t = pid_s * TILES + i
         b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      C_OUT, CL, SUB, BIG, BLOCK_P, BLOCK_C)

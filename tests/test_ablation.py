@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import ablation  # noqa: E402
+import ablation
 
 
 def test_rows_known_and_custom():

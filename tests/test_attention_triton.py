@@ -18,9 +18,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 pytest.importorskip("triton")
 
-from attnfast import ops, reference  # noqa: E402
-from attnfast.ops import _dispatch  # noqa: E402
-from tolerances import DTYPES, assert_close, nan_filled_like  # noqa: E402
+from tolerances import DTYPES, assert_close, nan_filled_like
+
+from attnfast import ops, reference
+from attnfast.ops import _dispatch
 
 kernels = pytest.importorskip("attnfast.kernels.attention")
 custom_op = pytest.importorskip("attnfast.ops._attention_custom_op")

@@ -1,14 +1,14 @@
 """model.base_size 32: a first stage at 32x32 (stages 32, 64[, 128]) for small CPU runs such as the demo."""
 import pytest
 import torch
+from test_train import TINY
 
 from attnfast.config import load_config
 from attnfast.models import D_NET, D_NET32, G_NET
-from attnfast.sample import sample
 from attnfast.models.build import stage_resolutions
+from attnfast.sample import sample
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
-from test_train import TINY
 
 
 @pytest.mark.parametrize("branch_num", [1, 2, 3])

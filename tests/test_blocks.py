@@ -21,9 +21,10 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 
-from attnfast import ops, reference  # noqa: E402
-from attnfast.ops import blocks as op_blocks  # noqa: E402
-from tolerances import DTYPES, assert_close  # noqa: E402
+from tolerances import DTYPES, assert_close
+
+from attnfast import ops, reference
+from attnfast.ops import blocks as op_blocks
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 needs_triton = pytest.mark.skipif(

@@ -26,7 +26,6 @@ from attnfast.trainer import common
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
 
-
 # ------------------------------------------------------------------------------------------------
 # A Python 2 pickler (protocol 2 opcodes as Python 2 writes them): bytes -> py2 str, str -> unicode
 
@@ -74,7 +73,7 @@ def write_py2_pickle(path: Path, obj) -> None:
 # ------------------------------------------------------------------------------------------------
 # Fake data trees
 
-WORDS = "a the small large bird red blue yellow wings beak has with black white short long".split()
+WORDS = ["a", "the", "small", "large", "bird", "red", "blue", "yellow", "wings", "beak", "has", "with", "black", "white", "short", "long"]
 
 
 def make_image(path: Path, size=(80, 60), colour=None, seed=0) -> None:
@@ -253,7 +252,7 @@ def test_stage_images_resize_crop_flip(tmp_path):
     # no rng: the centre crop of the short side resized to int(32 * 76 / 64) = 38
     centre = stage_images(img, (32,), None)[0]
     resized = img.resize((int(38 * 120 / 50), 38), Image.BILINEAR)
-    left, top = int(round((resized.width - 32) / 2)), int(round((38 - 32) / 2))
+    left, top = int(round((resized.width - 32) / 2)), round((38 - 32) / 2)
     expect = np.asarray(resized.crop((left, top, left + 32, top + 32)), dtype=np.float32)
     assert torch.allclose(centre, torch.from_numpy(expect.transpose(2, 0, 1) / 127.5 - 1), atol=1e-6)
     # random: crop offsets in [0, 38 - 32] x [0, 91 - 32], then a flip with probability 1/2

@@ -57,8 +57,9 @@ def _worker(rank: int, store: str, out: str, seed: int, damsm: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """Run :func:`_worker` on 2 gloo ranks once; returns (output directory, seed)."""
-    from attnfast.trainer.damsm import train_damsm
     from test_train import tiny_config
+
+    from attnfast.trainer.damsm import train_damsm
     out = tmp_path_factory.mktemp("ddp")
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     train_damsm(tiny_config(), out / "damsm", torch.device("cpu"), steps=1, progress=False)
@@ -108,8 +109,9 @@ OPTIONS = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp
 
 
 def _gan_steps(rank: int, ctx: DistContext, out: str, damsm: str) -> None:
-    from attnfast.trainer.gan import GANTrainer
     from test_train import tiny_config
+
+    from attnfast.trainer.gan import GANTrainer
     for name, extra in (("", []), ("_options", OPTIONS)):
         torch.manual_seed(100 + rank)                   # rank 0's weights are broadcast
         trainer = GANTrainer(tiny_config(*extra), out + name, torch.device("cpu"), damsm, dist=ctx)

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 import torch
+from test_train import tiny_config
 
 from attnfast import train as train_cli
 from attnfast.data import ShapesDataset, collate_shapes
@@ -18,7 +19,6 @@ from attnfast.trainer.batches import step_batches
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
 from attnfast.trainer.speed import SpeedOptions
-from test_train import tiny_config
 
 CPU = torch.device("cpu")
 # 64 is the largest side, 16 and 32 divide it (pooled from the uint8 64px pixels), 48 does not

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train import tiny_config
 
 from attnfast.data import ShapesDataset, render_scene
 from attnfast.data.shapes import BACKGROUNDS, background_weights, sample_scene, scene_for_caption
 from attnfast.engine import checkpoint as ckpt
 from attnfast.metrics import diversity, shapes_accuracy
-from test_train import tiny_config
 
 CPU = torch.device("cpu")
 # test_train's tiny model at 32 -> 64 px
@@ -36,7 +36,7 @@ def test_scene_for_caption_reads_back_the_test_scenes():
     for i in range(len(data)):
         scene = data.get_scene(i)
         drawn = scene_for_caption(scene.captions[0], np.random.default_rng(i), 64, 3)
-        key = lambda s: sorted((o.shape, o.colour, o.size, o.cell) for o in s.objects)  # noqa: E731
+        key = lambda s: sorted((o.shape, o.colour, o.size, o.cell) for o in s.objects)
         assert key(drawn) == key(scene)
         if drawn.background == scene.background:
             assert np.array_equal(render_scene(drawn), render_scene(scene))
@@ -121,9 +121,9 @@ class CaptionOnly(torch.nn.Module):
 
 
 def test_a_generator_ignoring_its_noise_gives_zero(classifier):
+    from attnfast.generation import encode_captions
     from attnfast.models.build import build_text_encoder
     from attnfast.trainer.common import build_vocabulary
-    from attnfast.generation import encode_captions
     config = tiny_config("dataset.grid=1", "dataset.max_objects=1")
     vocab = build_vocabulary(config)
     text_encoder = build_text_encoder(config, len(vocab)).eval()

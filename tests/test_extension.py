@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import attnfast.ops as ops
-from attnfast import reference as R
 from tolerances import assert_close
+
+from attnfast import ops
+from attnfast import reference as R
 
 try:
     from attnfast import _C

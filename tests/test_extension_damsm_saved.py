@@ -4,13 +4,13 @@ both against the float64 reference; the saved buffer's checks, its reuse between
 custom op under opcheck."""
 import pytest
 import torch
-
-import attnfast.ops as ops
-from attnfast import reference as R
 from tolerances import assert_close
 
+from attnfast import ops
+from attnfast import reference as R
+
 _C = pytest.importorskip("attnfast._C", reason="attnfast._C is not built")
-from attnfast.ops import _extension  # noqa: E402  (needs attnfast._C)
+from attnfast.ops import _extension
 
 BUDGET = _extension.SAVE_BUDGET_ENV
 

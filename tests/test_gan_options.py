@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from test_train import damsm_checkpoint, tiny_config  # noqa: F401 - the fixture
 
 from attnfast.config import ConfigError
 from attnfast.engine import checkpoint as ckpt
@@ -17,7 +18,6 @@ from attnfast.trainer.gan import GANTrainer, train_gan
 from attnfast.trainer.gan_options import GANOptions
 from attnfast.trainer.graphs import run_blockers
 from attnfast.trainer.speed import SpeedOptions
-from test_train import damsm_checkpoint, tiny_config  # noqa: F401 - the fixture
 
 CPU = torch.device("cpu")
 ALL_ON = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp=magp",
@@ -163,7 +163,7 @@ def test_every_option_off_is_bit_identical_to_the_code_before_them(tmp_path):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    from _common import _cpu_name                                        # /proc/cpuinfo's model name
+    from _common import _cpu_name  # /proc/cpuinfo's model name
     key = (torch.__version__, torch.backends.cpu.get_cpu_capability(), _cpu_name(), os.cpu_count())
     if key not in _RECORDED:
         pytest.skip(f"the digest was recorded under {sorted(_RECORDED)}, this is {key}")

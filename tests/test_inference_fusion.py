@@ -14,10 +14,11 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 
-from attnfast import ops  # noqa: E402
-from attnfast.models.inference import fuse_for_inference  # noqa: E402
-from attnfast.ops.blocks import FoldedResBlock, FoldedUpBlock, fold_batch_norm, triton_usable  # noqa: E402
-from tolerances import assert_close  # noqa: E402
+from tolerances import assert_close
+
+from attnfast import ops
+from attnfast.models.inference import fuse_for_inference
+from attnfast.ops.blocks import FoldedResBlock, FoldedUpBlock, fold_batch_norm, triton_usable
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 needs_triton = pytest.mark.skipif(not triton_usable(DEVICE)[0], reason="Triton needs CUDA or TRITON_INTERPRET=1")

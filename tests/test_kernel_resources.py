@@ -17,8 +17,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 sys.path.insert(0, BENCH)
-import _gpus  # noqa: E402
-import kernel_resources  # noqa: E402
+import _gpus
+import kernel_resources
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from test_train import damsm_checkpoint, gan_checkpoint  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]

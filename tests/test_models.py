@@ -2,13 +2,27 @@
 trips, the text encoder's batching contract, one backward pass, the Inception weights loader."""
 import warnings
 
+import original_keys as orig
 import pytest
 import torch
 
-import original_keys as orig
-from attnfast.models import (CA_NET, CNN_ENCODER, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256,
-                             G_NET, RNN_ENCODER, Inception3, KL_loss, SmallImageEncoder,
-                             image_encoder, load_inception_weights, weights_init)
+from attnfast.models import (
+    CA_NET,
+    CNN_ENCODER,
+    D_GET_LOGITS,
+    D_NET,
+    D_NET64,
+    D_NET128,
+    D_NET256,
+    G_NET,
+    RNN_ENCODER,
+    Inception3,
+    KL_loss,
+    SmallImageEncoder,
+    image_encoder,
+    load_inception_weights,
+    weights_init,
+)
 
 
 def shapes_of(module):

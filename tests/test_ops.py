@@ -3,11 +3,11 @@ original formulation."""
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 
-import attnfast.ops as ops
+from attnfast import ops
 from attnfast import reference as R
 from attnfast.ops import _dispatch
-from tolerances import assert_close
 
 
 # ---------------------------------------------------------------- validation

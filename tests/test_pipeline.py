@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
+from test_train import TINY, tiny_config
 
 from attnfast import train as train_cli
 from attnfast.engine import checkpoint as ckpt
-from attnfast.trainer import common
 from attnfast.pipeline import config_differences, run_pipeline
-from test_train import TINY, tiny_config
+from attnfast.trainer import common
 
 # test_train's tiny model at 32 -> 64 px, a checkpoint every step (so a kill finds one mid-stage)
 PIPELINE = TINY + ["model.base_size=32", "damsm.image_size=32", "model.small_encoder_width=8",

@@ -9,8 +9,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the triton case below runs interpreted
 
-from attnfast.metrics.r_precision import (draw_candidates, encode, r_precision,  # noqa: E402
-                                          r_precision_from_features)
+from attnfast.metrics.r_precision import draw_candidates, encode, r_precision, r_precision_from_features
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

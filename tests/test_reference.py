@@ -3,10 +3,10 @@ mask modes against the original formulation, the sub-pixel identity."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import assert_close
 from torch.autograd import gradcheck
 
 from attnfast import reference as R
-from tolerances import assert_close
 
 f64 = dict(dtype=torch.float64)
 

@@ -1,9 +1,9 @@
 """Released AttnGAN weights: state dicts built with the original's key names (tests/original_keys.py,
 random values, saved with torch.save as the original did) load into attnfast's modules."""
+import original_keys as orig
 import pytest
 import torch
 
-import original_keys as orig
 from attnfast.models import G_NET, released
 from attnfast.models.released import ReleasedWeightsError
 
@@ -161,9 +161,9 @@ def test_image_encoder_loads(tmp_path):
 
 
 def test_sample_cli_from_released_weights(tmp_path, capsys):
+    from attnfast import sample
     from attnfast.data import Vocabulary
     from attnfast.data.attngan_text import save_captions_pickle
-    from attnfast import sample
     vocab = Vocabulary(["a", "small", "red", "bird", "with", "wings"])
     save_captions_pickle(tmp_path / "captions.pickle", [[1, 2, 3, 4]], [[1, 3, 4]], vocab)
     torch.save(fake_state(orig.g_net(**SMALL_G), prefix="module."), tmp_path / "netG_epoch_600.pth")

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from PIL import Image
+from test_train import damsm_checkpoint, gan_checkpoint, tiny_config  # noqa: F401 - fixtures
 
 from attnfast import sample as sample_cli
 from attnfast import train as train_cli
@@ -15,7 +16,6 @@ from attnfast.interpolate import interpolate_text, paired_with_next
 from attnfast.reference.colour_consistency import colour_consistency_loss, colour_statistics
 from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.style import StyleTrainer
-from test_train import damsm_checkpoint, gan_checkpoint, tiny_config  # noqa: F401 - fixtures
 
 CPU = torch.device("cpu")
 

@@ -8,6 +8,8 @@ import logging
 
 import pytest
 import torch
+from test_train import TINY, tiny_config
+from tolerances import assert_close
 
 from attnfast import train as train_cli
 from attnfast.engine import amp as amp_lib
@@ -19,8 +21,6 @@ from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.graphs import GraphedGANStep, batch_shapes, run_blockers
 from attnfast.trainer.speed import SpeedOptions
 from attnfast.trainer.text_cache import TextFeatureCache
-from test_train import TINY, tiny_config
-from tolerances import assert_close
 
 CPU = torch.device("cpu")
 

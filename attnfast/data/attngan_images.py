@@ -16,7 +16,7 @@ from PIL import Image
 from .attngan_skips import BadDataError
 from .shapes import to_tensor
 
-__all__ = ["read_bounding_boxes", "bbox_crop_box", "load_rgb", "stage_images"]
+__all__ = ["bbox_crop_box", "load_rgb", "read_bounding_boxes", "stage_images"]
 
 # AttnGAN's margin: resize to R * 76 / 64 before the R x R crop.
 _RESIZE_NUM, _RESIZE_DEN = 76, 64

@@ -32,13 +32,25 @@ from pathlib import Path
 from .attngan_captioned import CaptionedImages, ImageRecord
 from .attngan_images import read_bounding_boxes
 from .attngan_skips import BadDataError, SkipLog
-from .attngan_text import (encode_tokens, load_captions_pickle, read_caption_file,
-                           save_captions_pickle, vocabulary_from_tokens)
+from .attngan_text import (
+    encode_tokens,
+    load_captions_pickle,
+    read_caption_file,
+    save_captions_pickle,
+    vocabulary_from_tokens,
+)
 from .safe_pickle import load_pickle
 from .vocab import Vocabulary
 
-__all__ = ["KINDS", "AttnGANDataset", "attngan_captions", "attngan_vocabulary", "load_filenames",
-           "load_class_ids", "image_path"]
+__all__ = [
+    "KINDS",
+    "AttnGANDataset",
+    "attngan_captions",
+    "attngan_vocabulary",
+    "image_path",
+    "load_class_ids",
+    "load_filenames",
+]
 
 log = logging.getLogger("attnfast.data")
 KINDS = ("birds", "coco")

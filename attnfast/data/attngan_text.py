@@ -12,8 +12,8 @@ message and went on, shifting every later image's captions).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +23,16 @@ from .attngan_skips import BadDataError
 from .safe_pickle import load_pickle
 from .vocab import END_TOKEN, Vocabulary, pad_captions, tokenize
 
-__all__ = ["caption_tokens", "read_caption_file", "vocabulary_from_tokens",
-           "vocabulary_from_ixtoword", "load_captions_pickle", "save_captions_pickle",
-           "encode_tokens", "caption_tensor"]
+__all__ = [
+    "caption_tensor",
+    "caption_tokens",
+    "encode_tokens",
+    "load_captions_pickle",
+    "read_caption_file",
+    "save_captions_pickle",
+    "vocabulary_from_ixtoword",
+    "vocabulary_from_tokens",
+]
 
 
 def caption_tokens(text: str) -> list[str]:

@@ -25,8 +25,13 @@ from .attngan_skips import BadDataError, SkipLog
 from .attngan_text import caption_tokens, encode_tokens, vocabulary_from_tokens
 from .vocab import Vocabulary
 
-__all__ = ["IMAGE_SUFFIXES", "CaptionFolderDataset", "folder_split_root", "read_folder_captions",
-           "folder_vocabulary"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CaptionFolderDataset",
+    "folder_split_root",
+    "folder_vocabulary",
+    "read_folder_captions",
+]
 
 log = logging.getLogger("attnfast.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

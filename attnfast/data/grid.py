@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
 from attnfast.engine.files import atomic_write
 
-__all__ = ["to_uint8_images", "make_grid_image", "save_image_grid"]
+__all__ = ["make_grid_image", "save_image_grid", "to_uint8_images"]
 
 _PAD = 2
 _BORDER = (255, 255, 255)

@@ -28,11 +28,31 @@ from torch.utils.data import Dataset
 from .vocab import Vocabulary, tokenize
 
 __all__ = [
-    "SHAPES", "COLOURS", "BACKGROUNDS", "SIZES", "POSITIONS", "GRIDS", "grid_positions",
-    "max_objects_for_grid", "MAX_CAPTION_WORDS", "NUM_CLASSES",
-    "ShapeObject", "Scene", "ShapesDataset", "shapes_vocabulary", "sample_scene", "make_captions",
-    "render_scene", "to_tensor", "collate_shapes", "parse_caption", "parse_background",
-    "object_mask_for_word", "class_id_of", "background_weights", "scene_for_caption",
+    "BACKGROUNDS",
+    "COLOURS",
+    "GRIDS",
+    "MAX_CAPTION_WORDS",
+    "NUM_CLASSES",
+    "POSITIONS",
+    "SHAPES",
+    "SIZES",
+    "Scene",
+    "ShapeObject",
+    "ShapesDataset",
+    "background_weights",
+    "class_id_of",
+    "collate_shapes",
+    "grid_positions",
+    "make_captions",
+    "max_objects_for_grid",
+    "object_mask_for_word",
+    "parse_background",
+    "parse_caption",
+    "render_scene",
+    "sample_scene",
+    "scene_for_caption",
+    "shapes_vocabulary",
+    "to_tensor",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +358,7 @@ def _cell_edges(resolution: int, grid: int = 3) -> np.ndarray:
     return np.rint(np.arange(grid + 1) * resolution / grid).astype(int)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _patch(resolution: int, shape_i: int, size_i: int, cell: int, grid: int = 3):
     """Coverage of one (shape, size, cell of a ``grid`` x ``grid`` layout) at ``resolution``, cached.
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
 from attnfast.config import fill_defaults
+from .files import atomic_write
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:

@@ -9,7 +9,7 @@ of its first row, whose outputs are dropped. Without CUDA, with ``graphs=False``
 capture fails (logged once), ``fn`` runs eagerly; results are the same up to float rounding.
 """
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

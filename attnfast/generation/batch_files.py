@@ -8,15 +8,14 @@ from pathlib import Path
 
 import torch
 
+from attnfast.data import to_uint8_images
+from attnfast.engine.files import atomic_write
 from attnfast.engine.progress import progress_bar
-
+from attnfast.viz import attention_figure, save_png
 from .captions import encode_captions
 from .core import SeededGenerator
 from .errors import GenerationError
 from .loading import GeneratorModels, load_generator
-from attnfast.data import to_uint8_images
-from attnfast.viz import attention_figure, save_png
-from attnfast.engine.files import atomic_write
 
 LOG = logging.getLogger("attnfast")
 

@@ -4,8 +4,8 @@ from typing import NamedTuple
 
 import torch
 
-from .errors import GenerationError
 from attnfast.data import pad_captions, tokenize
+from .errors import GenerationError
 
 LOG = logging.getLogger("attnfast")
 

@@ -11,14 +11,13 @@ from typing import NamedTuple
 
 import torch
 
+from attnfast.engine.graphed_generator import GraphedGenerator
+from attnfast.models.inference import fuse_for_inference
 from attnfast.models.text_encoding import generate
-
 from .captions import EncodedCaptions, encode_captions
 from .interpolation import interpolation_images
 from .loading import GeneratorModels
 from .noise import fixed_noise, seeded_noise
-from attnfast.engine.graphed_generator import GraphedGenerator
-from attnfast.models.inference import fuse_for_inference
 
 LOG = logging.getLogger("attnfast")
 
@@ -82,7 +81,7 @@ class SeededGenerator:
         if graphs and not self.graphs:
             LOG.warning("attnfast: --graphs needs a CUDA device; the generator runs eagerly on %s", device)
         words_num = self.words_num
-        validate = lambda c, lens: self.text_encoder._validate(c, lens, words_num)  # noqa: E731
+        validate = lambda c, lens: self.text_encoder._validate(c, lens, words_num)
         run = partial(self._forward, packed=not self.graphs)
         sizes = self.buckets if self.graphs else (self.max_batch,)
         self._runners = {size: GraphedGenerator(run, size, device, self.graphs, validate=validate)

@@ -2,14 +2,13 @@
 math): the images along it, and the strip PNG of ``python -m attnfast.sample --interpolate A B``."""
 import torch
 
+from attnfast.data.grid import save_image_grid
 from attnfast.engine.amp import autocast
 from attnfast.interpolate import interpolate_text
 from attnfast.models.text_encoding import encode_text
-
 from .captions import encode_captions
 from .loading import load_generator
 from .noise import fixed_noise
-from attnfast.data.grid import save_image_grid
 
 
 @torch.no_grad()

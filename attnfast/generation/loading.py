@@ -1,13 +1,12 @@
 """The models behind generation: an attnfast GAN checkpoint, or the original AttnGAN's released weights."""
 import torch
 
-from attnfast.models.build import GeneratorModels, load_generator
-
-from .errors import GenerationError
 from attnfast.data.attngan_text import load_captions_pickle
+from attnfast.models.build import GeneratorModels, load_generator
 from attnfast.models.released import load_released_generator, load_released_text_encoder
+from .errors import GenerationError
 
-__all__ = ["GeneratorModels", "load_generator", "load_released", "add_model_arguments", "models_from_args"]
+__all__ = ["GeneratorModels", "add_model_arguments", "load_generator", "load_released", "models_from_args"]
 
 
 def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device, words_num: int = 25,

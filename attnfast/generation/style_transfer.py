@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnfast.data.grid import save_image_grid
 from attnfast.models.build import load_style_encoder, stage_resolutions
-
 from .captions import encode_captions
 from .core import generate
 from .errors import GenerationError
 from .loading import load_generator
 from .noise import fixed_noise
-from attnfast.data.grid import save_image_grid
 
 
 def load_image(path, size: int) -> torch.Tensor:

@@ -28,11 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnfast.data.shapes import render_scene, scene_for_caption, to_tensor
-from .shapes_accuracy import CellClassifier, cell_crops
-from attnfast.generation import generate, seeded_noise
 from attnfast.data import ShapesDataset
-from attnfast.generation import encode_captions
+from attnfast.data.shapes import render_scene, scene_for_caption, to_tensor
+from attnfast.generation import encode_captions, generate, seeded_noise
+from .shapes_accuracy import CellClassifier, cell_crops
 
 DEFAULT_CAPTIONS = 50
 DEFAULT_N = 8

@@ -1,7 +1,6 @@
 """Attention grounding on the shapes dataset: the pointing game. For each word of a caption that
 names an object's shape or colour, the peak of that word's attention map must fall inside the
 ground-truth mask of the object(s) it names."""
-import numpy as np
 import torch
 
 from attnfast.data import object_mask_for_word

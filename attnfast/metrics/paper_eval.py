@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnfast.engine.progress import progress_bar
-from attnfast.reference.damsm import GAMMA1, GAMMA2
-from .r_precision import r_precision_from_features
 from attnfast.data.attngan_text import caption_tensor
 from attnfast.data.grid import to_uint8_images
+from attnfast.engine.progress import progress_bar
 from attnfast.generation import generate
 from attnfast.models.text_encoding import encode_text
+from attnfast.reference.damsm import GAMMA1, GAMMA2
 from attnfast.viz import save_png
+from .r_precision import r_precision_from_features
 
 __all__ = ["caption_schedule", "evaluate_generator"]
 

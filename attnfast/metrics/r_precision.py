@@ -31,8 +31,8 @@ import contextlib
 import numpy as np
 import torch
 
-from attnfast.reference.damsm import COSINE_EPS, GAMMA1, GAMMA2
 from attnfast.ops import damsm_scores
+from attnfast.reference.damsm import COSINE_EPS, GAMMA1, GAMMA2
 
 SCORES = ("word", "sentence", "both")
 STRATEGIES = ("auto", "matrix", "per_image")

@@ -12,13 +12,12 @@ from pathlib import Path
 import torch
 
 from attnfast.data import ShapesDataset, collate_shapes
-from . import diversity, grounding, shapes_accuracy
-from attnfast.generation import generate, seeded_noise
 from attnfast.engine import checkpoint as ckpt
-from attnfast.generation import load_generator
-from attnfast.models.build import build_image_encoder
+from attnfast.generation import generate, load_generator, seeded_noise
 from attnfast.metrics.r_precision import r_precision_from_features
+from attnfast.models.build import build_image_encoder
 from attnfast.models.text_encoding import encode_text
+from . import diversity, grounding, shapes_accuracy
 
 
 @torch.no_grad()

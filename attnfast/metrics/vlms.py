@@ -13,9 +13,9 @@ notes give the three levels but not how VLMS combines them: the plain mean is th
 from __future__ import annotations
 
 import torch
-from attnfast.models.vlmgan import matching_scores
+
 from attnfast.models.text_encoding import encode_text
-from attnfast.models.vlmgan import mismatched_order
+from attnfast.models.vlmgan import matching_scores, mismatched_order
 
 LEVELS = ("vlms", "local", "global", "general")
 

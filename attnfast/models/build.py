@@ -14,7 +14,6 @@ import torch
 from attnfast.config import DEFAULTS, merge_config
 from attnfast.data import Vocabulary
 from attnfast.engine import checkpoint as ckpt
-
 from .generator import G_NET
 from .image_encoder import image_encoder
 from .style_encoder import StyleEncoder

@@ -22,7 +22,7 @@ def _images(x) -> torch.Tensor:
     return x
 
 
-class CNN_ENCODER(nn.Module):  # noqa: N801 - the original's name
+class CNN_ENCODER(nn.Module):
     """AttnGAN's DAMSM image encoder: Inception-v3 up to Mixed_6e for 17x17 region features, up to
     Mixed_7c and an 8x8 average pool for the global code.
 

@@ -6,7 +6,7 @@ loader imports the implementation lazily, so a missing Triton or ``attnfast._C``
 """
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from attnfast import reference
 from . import _validate as check
-from ._dispatch import OpBackends, triton_usable, extension_usable
+from ._dispatch import OpBackends, extension_usable, triton_usable
 
 BACKENDS = OpBackends("word_region_attention")
 BACKENDS.register("reference", lambda: reference.word_region_attention)
@@ -86,10 +86,10 @@ class GlobalAttentionGeneral(nn.Module):
         self.mask_mode = mask_mode
         self.backend = backend
 
-    def applyMask(self, mask):  # noqa: N802 - the original's name
+    def applyMask(self, mask):
         self.mask = mask
 
-    def forward(self, input, context):  # noqa: A002 - the original's argument name
+    def forward(self, input, context):
         check.tensor("context", context, ndim=3, expected="(B, cdf, T)")
         idf, cdf = self.conv_context.weight.shape[:2]
         check.dim_equals("context", context, 1, cdf, "(B, cdf, T)", "cdf of conv_context")

@@ -10,7 +10,7 @@ adds alpha * sum_i L_Ci (alpha = 50 in the paper's unconditional experiments).
 """
 import torch
 
-__all__ = ["colour_statistics", "colour_consistency_loss", "LAMBDA1", "LAMBDA2"]
+__all__ = ["LAMBDA1", "LAMBDA2", "colour_consistency_loss", "colour_statistics"]
 
 LAMBDA1 = 1.0
 LAMBDA2 = 5.0

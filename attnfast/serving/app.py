@@ -24,7 +24,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnfast.generation import GenerationError
-
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .encoding import encode_attention, encode_images
 from .metrics import ServeMetrics

@@ -1,9 +1,10 @@
 """Deterministic step-indexed batches: the batch of global step s depends only on (seed, s), so a
 resumed run reads exactly the batches the uninterrupted run would have read."""
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 from attnfast.data.device_store import TextItems
 from .distributed import shard
 

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import torch
 
+from attnfast.data import ShapesDataset, shapes_vocabulary
+from attnfast.data.attngan_layout import AttnGANDataset, attngan_vocabulary
+from attnfast.data.caption_folder import CaptionFolderDataset, folder_vocabulary
 from attnfast.engine import amp as amp_lib
 from attnfast.engine import checkpoint as ckpt
 from attnfast.engine.progress import progress_bar
-from attnfast.data import ShapesDataset
-from attnfast.data.attngan_layout import AttnGANDataset
-from attnfast.data.caption_folder import CaptionFolderDataset
-from attnfast.data import shapes_vocabulary
-from attnfast.data.attngan_layout import attngan_vocabulary
-from attnfast.data.caption_folder import folder_vocabulary
 
 
 class NonFiniteLoss(RuntimeError):

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 
 from attnfast import ops
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
 from attnfast.models.build import build_image_encoder, build_text_encoder
 from attnfast.models.text_encoding import encode_text
 from . import common
 from .batches import step_batches, steps_per_epoch
-from attnfast.data import collate_shapes
 
 
 def damsm_lr(config: dict, epoch: int) -> float:

@@ -13,20 +13,20 @@ from pathlib import Path
 import torch
 
 from attnfast import ops
+from attnfast.data import collate_shapes
+from attnfast.data.grid import save_image_grid
 from attnfast.engine import checkpoint as ckpt
+from attnfast.models import D_NET, weights_init
 from attnfast.models.build import build_generator, load_damsm_encoders, stage_resolutions
 from attnfast.models.text_encoding import encode_text
 from attnfast.reference import kl_loss, matching_losses
+from attnfast.reference.gan_regularizers import mode_seeking_loss
 from . import common, distributed
 from .batches import step_batches
+from .distributed import rank_slice
 from .gan_options import GANOptions
 from .generator_extras import GeneratorExtras
-from attnfast.models import D_NET, weights_init
 from .speed import SpeedOptions
-from .distributed import rank_slice
-from attnfast.reference.gan_regularizers import mode_seeking_loss
-from attnfast.data import collate_shapes
-from attnfast.data.grid import save_image_grid
 
 
 class ParameterEMA:

@@ -14,12 +14,11 @@ bit-identical to plain AttnGAN):
 """
 import torch
 
+from attnfast.interpolate import paired_with_next
 from attnfast.models.build import load_matching_block
+from attnfast.models.vlmgan import vlm_losses, vvm_losses
 from attnfast.reference import generator_adv_loss_from_logits
 from attnfast.reference.colour_consistency import colour_consistency_loss
-from attnfast.models.vlmgan import vlm_losses
-from attnfast.models.vlmgan import vvm_losses
-from attnfast.interpolate import paired_with_next
 
 
 class GeneratorExtras:

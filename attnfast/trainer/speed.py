@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from attnfast.data.device_store import DTYPES, DeviceImageStore
 from . import distributed
-from attnfast.data.device_store import DTYPES
-from .text_cache import TextFeatureCache
-from attnfast.data.device_store import DeviceImageStore
 from .graphs import GraphedGANStep
+from .text_cache import TextFeatureCache
 
 LOG = logging.getLogger("attnfast")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
 from attnfast.models.build import build_style_encoder, load_generator
 from attnfast.models.text_encoding import generate
 from . import common
 from .batches import step_batches
-from attnfast.data import collate_shapes
 from .stages import run_dependent_stage
 
 

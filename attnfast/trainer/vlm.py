@@ -13,14 +13,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
 from attnfast.models.build import load_damsm_encoders
 from attnfast.models.text_encoding import encode_text
-from attnfast.models.vlmgan import mismatched_order
+from attnfast.models.vlmgan import build_matching_block, mismatched_order
 from . import common
 from .batches import step_batches
-from attnfast.models.vlmgan import build_matching_block
-from attnfast.data import collate_shapes
 from .stages import run_dependent_stage
 
 
