@@ -74,8 +74,8 @@ def benches() -> dict[str, Path]:
 
 def _bench_listing(scripts: dict[str, Path]) -> str:
     width = max(map(len, scripts))
-    lines = ["usage: attnfast bench NAME [ARGS ...]   (= python bench/NAME_bench.py ARGS; "
-             "'attnfast bench NAME --help' shows its options)", "", "benchmarks:"]
+    lines = [("usage: attnfast bench NAME [ARGS ...]   (= python bench/NAME_bench.py ARGS; "
+             "'attnfast bench NAME --help' shows its options)"), "", "benchmarks:"]
     for name, path in scripts.items():
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         lines.append(f"  {name:<{width}}  {doc.splitlines()[0] if doc else ''}")

@@ -18,7 +18,14 @@ from pathlib import Path
 from attnfast.extras import run_cli
 
 # The generation core is the library; these names stay importable from here for existing callers.
-from attnfast.generation import GenerationError, encode_captions, fixed_noise, generate, load_generator, load_released  # noqa: F401
+from attnfast.generation import (  # noqa: F401
+    GenerationError,
+    encode_captions,
+    fixed_noise,
+    generate,
+    load_generator,
+    load_released,
+)
 from attnfast.generation import sample_to_files as sample
 from attnfast.generation.loading import add_model_arguments, models_from_args
 

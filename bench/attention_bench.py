@@ -40,8 +40,8 @@ from _common import (
     write_results,
 )
 
-from attnfast import ops, reference
-from attnfast.ops._dispatch import extension_usable, triton_usable
+from attnfast import ops, reference  # noqa: E402
+from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
 
 NUM_WORDS = 18
 SIZES_FULL = [(b, c, r, NUM_WORDS) for b in (20, 64, 256) for c in (32, 64) for r in (64, 128)]

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import itertools
+
 from _common import (
     add_gpu_quick,
     device_info,
@@ -46,9 +48,9 @@ from _common import (
     write_results,
 )
 
-from attnfast import ops
-from attnfast.models.inference import fuse_for_inference
-from attnfast.ops._dispatch import triton_usable
+from attnfast import ops  # noqa: E402
+from attnfast.models.inference import fuse_for_inference  # noqa: E402
+from attnfast.ops._dispatch import triton_usable  # noqa: E402
 
 STAGE1 = [("up", 512, 256, 4), ("up", 256, 128, 8), ("up", 128, 64, 16), ("up", 64, 32, 32)]
 STAGE23 = [("res", 64, 64, 64), ("up", 64, 32, 64), ("res", 64, 64, 128), ("up", 64, 32, 128)]
@@ -67,7 +69,7 @@ def build(kind: str, cin: int, cout: int, backend: str) -> nn.Module:
         module = ops.ResBlock(cin, backend=backend)
     else:
         chans = [cin >> i for i in range(5)]                             # 512, 256, 128, 64, 32
-        module = nn.Sequential(*[ops.upBlock(a, b, backend=backend) for a, b in zip(chans, chans[1:])])
+        module = nn.Sequential(*[ops.upBlock(a, b, backend=backend) for a, b in itertools.pairwise(chans)])
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -85,7 +87,7 @@ def conv_flops(kind: str, cin: int, cout: int, res: int, batch: int) -> int:
     if kind == "res":
         return 2 * batch * res * res * 9 * (cin * 2 * cin + cin * cin)
     chans = [cin >> i for i in range(5)]
-    return sum(conv_flops("up", a, b, res << i, batch) for i, (a, b) in enumerate(zip(chans, chans[1:])))
+    return sum(conv_flops("up", a, b, res << i, batch) for i, (a, b) in enumerate(itertools.pairwise(chans)))
 
 
 def predicted_cases() -> list[dict]:
@@ -138,7 +140,7 @@ def variants(device, use_compile):
     other = "nchw" if device.type == "cuda" else "nhwc"
     table.append((f"fused-{other}", torch.float32,
                   lambda m: fuse_for_inference(m, channels_last=other == "nhwc"), ("infer",)))
-    ok, why = triton_usable(device)
+    ok, _why = triton_usable(device)
     notes.append("fast = " + ("sub-pixel conv + fused Triton BN/GLU" if device.type == "cuda" and ok
                               else "sub-pixel conv + PyTorch BN/GLU (CPU: no Triton outside its interpreter)"))
     return table, notes

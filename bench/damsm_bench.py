@@ -49,8 +49,8 @@ from _common import (
     write_results,
 )
 
-from attnfast import ops, reference
-from attnfast.ops._dispatch import extension_usable, triton_usable
+from attnfast import ops, reference  # noqa: E402
+from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
 
 DIM, SIDE, NUM_WORDS = 256, 17, 18
 SIZES_GPU = [(b, DIM, SIDE, NUM_WORDS) for b in (48, 64, 256)]

@@ -40,7 +40,7 @@ from _common import (
 )
 
 from attnfast import ops
-from attnfast import reference as R
+from attnfast import reference as R  # noqa: E402
 
 CPU = torch.device("cpu")
 ATTENTION_TARGET, DAMSM_TARGET = 2.0, 4.0

@@ -242,8 +242,8 @@ def targets(results: dict) -> list[dict]:
 
 def write_summary(out_dir: str, parts: list[dict], results: dict, meta: dict) -> str:
     rows = targets(results)
-    lines = [f"gpu-check {'DRY RUN (CPU, tiny shapes)' if meta['dry_run'] else ''} "
-             f"{meta['device']} {meta['date']}", "", "parts:"]
+    lines = [(f"gpu-check {'DRY RUN (CPU, tiny shapes)' if meta['dry_run'] else ''} "
+             f"{meta['device']} {meta['date']}"), "", "parts:"]
     lines += [f"  {p['part']:<12} {p['status']:<22} {p['seconds']:>7.1f} s" for p in parts]
     lines += ["", "targets (measured vs wanted; '-' = not measured in this run):"]
     for t in rows:

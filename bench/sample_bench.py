@@ -38,14 +38,14 @@ from _common import (
     write_results,
 )
 
-from attnfast.engine.graphed_generator import GraphedGenerator
-from attnfast.generation import generate
-from attnfast.models import G_NET, RNN_ENCODER
-from attnfast.models.inference import fuse_for_inference
+from attnfast.engine.graphed_generator import GraphedGenerator  # noqa: E402
+from attnfast.generation import generate  # noqa: E402
+from attnfast.models import G_NET, RNN_ENCODER  # noqa: E402
+from attnfast.models.inference import fuse_for_inference  # noqa: E402
 
-FULL = {"width": dict(ngf=32, nef=256, ncf=100, z_dim=100, r_num=2), "word_dim": 300,
+FULL = {"width": {"ngf": 32, "nef": 256, "ncf": 100, "z_dim": 100, "r_num": 2}, "word_dim": 300,
         "resolutions": {64: 1, 256: 3}, "batches": (1, 64, 256)}
-QUICK = {"width": dict(ngf=8, nef=32, ncf=8, z_dim=8, r_num=1), "word_dim": 16,
+QUICK = {"width": {"ngf": 8, "nef": 32, "ncf": 8, "z_dim": 8, "r_num": 1}, "word_dim": 16,
          "resolutions": {64: 1, 128: 2}, "batches": (1, 16)}
 GPU_QUICK = dict(FULL, resolutions={64: 1, 256: 3}, batches=(256,), batches_at={256: (64,)})
 SMOKE = dict(QUICK, resolutions={64: 1}, batches=(2,))

@@ -27,9 +27,9 @@ from urllib.parse import urlparse
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import device_info, print_table, write_results
+from _common import device_info, print_table, write_results  # noqa: E402
 
-from attnfast.serving.launcher import ServerProcess
+from attnfast.serving.launcher import ServerProcess  # noqa: E402
 
 CAPTIONS = ["a large red circle in the center", "a large blue square in the center on a beige background",
             "a large yellow triangle in the center with a navy background", "a large green star in the center",

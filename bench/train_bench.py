@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import add_gpu_quick, backend_env, device_info, matmul_rate, peak_memory, print_table, write_results
 
-from attnfast.config import load_config
-from attnfast.trainer.damsm import train_damsm
-from attnfast.trainer.gan import GANTrainer
-from attnfast.trainer.speed import SpeedOptions
+from attnfast.config import load_config  # noqa: E402
+from attnfast.trainer.damsm import train_damsm  # noqa: E402
+from attnfast.trainer.gan import GANTrainer  # noqa: E402
+from attnfast.trainer.speed import SpeedOptions  # noqa: E402
 
 MODELS = {
     "birds": ["model.branch_num=3", "model.gf_dim=32", "model.df_dim=64", "model.embedding_dim=256",

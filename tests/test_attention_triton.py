@@ -18,10 +18,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 pytest.importorskip("triton")
 
-from tolerances import DTYPES, assert_close, nan_filled_like
+from tolerances import DTYPES, assert_close, nan_filled_like  # noqa: E402
 
-from attnfast import ops, reference
-from attnfast.ops import _dispatch
+from attnfast import ops, reference  # noqa: E402
+from attnfast.ops import _dispatch  # noqa: E402
 
 kernels = pytest.importorskip("attnfast.kernels.attention")
 custom_op = pytest.importorskip("attnfast.ops._attention_custom_op")
@@ -338,7 +338,7 @@ def test_bench_quick_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, os.path.join(root, "bench", "attention_bench.py"), "--quick",
                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=120,
-                         env=env, cwd=root)
+                         env=env, cwd=root, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "GB/s floor" in run.stdout and "of copy" in run.stdout
     if not torch.cuda.is_available():

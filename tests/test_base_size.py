@@ -17,7 +17,7 @@ def test_generator_stage_sides_halve_with_base_32(branch_num):
     words = torch.randn(3, 16, 5)
     mask = torch.zeros(3, 5, dtype=torch.bool)
     mask[1, 3:] = True
-    fakes, atts, mu, logvar = netG(torch.randn(3, 8), torch.randn(3, 16), words, mask)
+    fakes, atts, _mu, _logvar = netG(torch.randn(3, 8), torch.randn(3, 16), words, mask)
     assert [f.shape[-1] for f in fakes] == [32 * 2 ** i for i in range(branch_num)]
     assert all(f.shape[:2] == (3, 3) for f in fakes)
     assert [a.shape for a in atts] == [(3, 5, 32 * 2 ** i, 32 * 2 ** i) for i in range(branch_num - 1)]

@@ -21,10 +21,10 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 
-from tolerances import DTYPES, assert_close
+from tolerances import DTYPES, assert_close  # noqa: E402
 
-from attnfast import ops, reference
-from attnfast.ops import blocks as op_blocks
+from attnfast import ops, reference  # noqa: E402
+from attnfast.ops import blocks as op_blocks  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 needs_triton = pytest.mark.skipif(

@@ -12,8 +12,8 @@ pytest.importorskip("triton")
 
 from tolerances import DTYPES, assert_close, rel_error
 
-from attnfast import ops, reference
-from attnfast.reference import damsm as ref_damsm
+from attnfast import ops, reference  # noqa: E402
+from attnfast.reference import damsm as ref_damsm  # noqa: E402
 
 kernels = pytest.importorskip("attnfast.kernels.damsm")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -252,7 +252,7 @@ def test_stage_images_resize_crop_flip(tmp_path):
     # no rng: the centre crop of the short side resized to int(32 * 76 / 64) = 38
     centre = stage_images(img, (32,), None)[0]
     resized = img.resize((int(38 * 120 / 50), 38), Image.BILINEAR)
-    left, top = int(round((resized.width - 32) / 2)), round((38 - 32) / 2)
+    left, top = round((resized.width - 32) / 2), round((38 - 32) / 2)
     expect = np.asarray(resized.crop((left, top, left + 32, top + 32)), dtype=np.float32)
     assert torch.allclose(centre, torch.from_numpy(expect.transpose(2, 0, 1) / 127.5 - 1), atol=1e-6)
     # random: crop offsets in [0, 38 - 32] x [0, 91 - 32], then a flip with probability 1/2

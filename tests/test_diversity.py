@@ -36,7 +36,7 @@ def test_scene_for_caption_reads_back_the_test_scenes():
     for i in range(len(data)):
         scene = data.get_scene(i)
         drawn = scene_for_caption(scene.captions[0], np.random.default_rng(i), 64, 3)
-        key = lambda s: sorted((o.shape, o.colour, o.size, o.cell) for o in s.objects)
+        key = lambda s: sorted((o.shape, o.colour, o.size, o.cell) for o in s.objects)  # noqa: E731
         assert key(drawn) == key(scene)
         if drawn.background == scene.background:
             assert np.array_equal(render_scene(drawn), render_scene(scene))
@@ -163,7 +163,7 @@ def cached_random_classifier(tmp_path, monkeypatch):
 
 def test_evaluate_checkpoint_reports_diversity(gan_file, cached_random_classifier):
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
-    kwargs = dict(num_images=100, batch=50, r_runs=1, diversity_captions=3, diversity_n=3)
+    kwargs = {"num_images": 100, "batch": 50, "r_runs": 1, "diversity_captions": 3, "diversity_n": 3}
     report = evaluate_checkpoint(gan_file, None, CPU, **kwargs)
     result = report["diversity"]
     assert (result["captions"], result["n"], result["resolution"]) == (3, 3, 64)

@@ -10,7 +10,7 @@ from attnfast import ops
 from attnfast import reference as R
 
 _C = pytest.importorskip("attnfast._C", reason="attnfast._C is not built")
-from attnfast.ops import _extension
+from attnfast.ops import _extension  # noqa: E402  (needs attnfast._C)
 
 BUDGET = _extension.SAVE_BUDGET_ENV
 
@@ -68,7 +68,7 @@ def test_saved_and_recomputed_backward_match_reference(monkeypatch, budget_mb, e
 
 def test_no_buffer_without_gradients(monkeypatch):
     """No grad mode or no input requiring grad: nothing is kept."""
-    img, words, lens = _inputs()
+    img, words, _lens = _inputs()
     assert not _extension._keep_intermediates(img, words)
     with torch.no_grad():
         assert not _extension._keep_intermediates(img.requires_grad_(), words)

@@ -123,7 +123,7 @@ def test_the_triton_kernels_import_only_the_reference():
     reference; import-linter cannot see it (it is outside attnfast/), so this checks its layer."""
     kernels = _modules(ROOT / "kernels", "attnfast.kernels")
     wrong = [f"{m}:{line} imports {t}" for m, line, t, _ in _imports(kernels)
-             if not (t.startswith("attnfast.reference") or t.startswith("attnfast.kernels"))]
+             if not (t.startswith(("attnfast.reference", "attnfast.kernels")))]
     assert not wrong, wrong
 
 

@@ -54,7 +54,7 @@ def test_random_features_near_chance(score):
 
 def test_top_r_and_candidates():
     feats = _random_features(60)
-    kwargs = dict(candidates=20, runs=2, backend="reference", strategy="matrix")
+    kwargs = {"candidates": 20, "runs": 2, "backend": "reference", "strategy": "matrix"}
     top1 = r_precision_from_features(*feats, **kwargs)
     top5 = r_precision_from_features(*feats, top_r=5, **kwargs)
     every = r_precision_from_features(*feats, top_r=20, **kwargs)
@@ -69,7 +69,7 @@ def test_top_r_and_candidates():
 
 def test_strategies_and_seeds_agree():
     feats = _random_features(40)
-    kwargs = dict(candidates=10, runs=3, seed=5, backend="reference")
+    kwargs = {"candidates": 10, "runs": 3, "seed": 5, "backend": "reference"}
     matrix = r_precision_from_features(*feats, strategy="matrix", **kwargs)
     per_image = r_precision_from_features(*feats, strategy="per_image", **kwargs)
     assert matrix == per_image
@@ -109,7 +109,7 @@ def test_class_mismatch_and_true_caption_mapping():
 def test_triton_backend_matches_reference():
     pytest.importorskip("triton")
     feats = _random_features(12, dim=16, num_regions=9, num_words=4)
-    kwargs = dict(candidates=6, runs=2, seed=1)
+    kwargs = {"candidates": 6, "runs": 2, "seed": 1}
     assert (r_precision_from_features(*feats, backend="triton", **kwargs)
             == r_precision_from_features(*feats, backend="reference", **kwargs))
 

@@ -8,7 +8,7 @@ from torch.autograd import gradcheck
 
 from attnfast import reference as R
 
-f64 = dict(dtype=torch.float64)
+f64 = {"dtype": torch.float64}
 
 
 def _mask(lengths, num_words):

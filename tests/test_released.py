@@ -31,7 +31,7 @@ def save(tmp_path, name, state, legacy=False):
     return path
 
 
-SMALL_G = dict(branch_num=3, ngf=4, nef=8, ncf=6, z_dim=5, r_num=1)
+SMALL_G = {"branch_num": 3, "ngf": 4, "nef": 8, "ncf": 6, "z_dim": 5, "r_num": 1}
 
 
 @pytest.mark.parametrize("prefix,legacy,batch_counts", [("", False, False), ("module.", True, True)])
@@ -68,7 +68,7 @@ def test_generator_samples_as_the_same_weights_in_a_fresh_g_net(tmp_path):
 
 def test_generator_birds_sizes_inferred_on_original_shapes():
     sizes = released.generator_sizes({k: torch.empty(s, device="meta") for k, s in orig.g_net().items()})
-    assert sizes == dict(ngf=32, nef=256, ncf=100, z_dim=100, branch_num=3, r_num=2)
+    assert sizes == {"ngf": 32, "nef": 256, "ncf": 100, "z_dim": 100, "branch_num": 3, "r_num": 2}
     one_stage = {k: torch.empty(s, device="meta") for k, s in orig.g_net(branch_num=1).items()}
     assert released.generator_sizes(one_stage)["branch_num"] == 1
 
@@ -142,8 +142,8 @@ def test_text_encoder_loads_and_encodes(tmp_path, rnn_type):
 def test_text_encoder_birds_sizes():
     sizes = released.text_encoder_sizes({k: torch.empty(s, device="meta")
                                          for k, s in orig.rnn_encoder(5450).items()})
-    assert sizes == dict(ntoken=5450, ninput=300, nhidden=256, nlayers=1, bidirectional=True,
-                         rnn_type="LSTM")
+    assert sizes == {"ntoken": 5450, "ninput": 300, "nhidden": 256, "nlayers": 1, "bidirectional": True,
+                     "rnn_type": "LSTM"}
 
 
 def test_image_encoder_loads(tmp_path):

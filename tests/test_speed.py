@@ -398,7 +398,7 @@ def test_graphed_generator_pads_the_last_batch_and_falls_back_without_cuda():
     run = GraphedGenerator(fn, batch=4, device=CPU, graphs=True)
     assert not run.graphs                                   # no CUDA: eager
     noise = torch.randn(3, 5)
-    fakes, maps = run(torch.ones(3, 6, dtype=torch.long), torch.ones(3, dtype=torch.long), noise)
+    fakes, _maps = run(torch.ones(3, 6, dtype=torch.long), torch.ones(3, dtype=torch.long), noise)
     assert torch.equal(fakes[0], noise * 2) and calls == [3]
     with pytest.raises(ValueError, match="got 5 rows"):
         run(torch.ones(5, 6, dtype=torch.long), torch.ones(5, dtype=torch.long), torch.randn(5, 5))

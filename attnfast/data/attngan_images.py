@@ -100,7 +100,7 @@ def stage_images(img: Image.Image, sizes: tuple[int, ...],
         new_w, new_h = int(short * w / h), short
     img = img.resize((new_w, new_h), Image.BILINEAR)
     if rng is None:
-        top, left = int(round((new_h - big) / 2.0)), int(round((new_w - big) / 2.0))
+        top, left = round((new_h - big) / 2.0), round((new_w - big) / 2.0)
         flip = False
     else:
         top, left = int(rng.integers(0, new_h - big + 1)), int(rng.integers(0, new_w - big + 1))

@@ -75,7 +75,7 @@ def make_grid_image(images, ncol: int = 8, captions: Sequence[str] | None = None
     line_h = 0
     text_h = 0
     if wrapped:
-        left, top, right, bottom = probe.textbbox((0, 0), "Ag", font=font)
+        _left, top, _right, bottom = probe.textbbox((0, 0), "Ag", font=font)
         line_h = bottom - top + 2
         text_h = line_h * max(len(lines) for lines in wrapped) + _PAD
     cell_w, cell_h = col_w + _PAD, h + text_h + _PAD

@@ -18,6 +18,7 @@ same in any order and in any worker. Images are never flipped (captions name lef
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 from math import comb
 
@@ -648,7 +649,7 @@ def parse_caption(text: str) -> list[dict]:
 def parse_background(text: str) -> str | None:
     """The background colour a caption names ("on a gray background"), or None."""
     toks = tokenize(text)
-    for a, b in zip(toks, toks[1:]):
+    for a, b in itertools.pairwise(toks):
         if b == "background" and a in _BG_IX:
             return a
     return None

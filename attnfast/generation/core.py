@@ -81,7 +81,7 @@ class SeededGenerator:
         if graphs and not self.graphs:
             LOG.warning("attnfast: --graphs needs a CUDA device; the generator runs eagerly on %s", device)
         words_num = self.words_num
-        validate = lambda c, lens: self.text_encoder._validate(c, lens, words_num)
+        validate = lambda c, lens: self.text_encoder._validate(c, lens, words_num)  # noqa: E731
         run = partial(self._forward, packed=not self.graphs)
         sizes = self.buckets if self.graphs else (self.max_batch,)
         self._runners = {size: GraphedGenerator(run, size, device, self.graphs, validate=validate)

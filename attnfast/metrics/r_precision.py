@@ -109,7 +109,7 @@ class _WordScores:
                  runs, candidates):
         self.regions, self.words = regions, words
         self.lens = torch.as_tensor(cap_lens, device=words.device).long()
-        self.kwargs = dict(gamma1=gamma1, gamma2=gamma2, backend=backend)
+        self.kwargs = {"gamma1": gamma1, "gamma2": gamma2, "backend": backend}
         if strategy == "auto":
             # The matrix scores N*M pairs once; the per-image path N*runs*candidates pairs in
             # N*runs calls. On a GPU those calls cost more in launches and syncs than the pairs.

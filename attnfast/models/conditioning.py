@@ -6,10 +6,10 @@ from attnfast import reference
 from attnfast.ops import GLU
 from . import _checks as check
 
-KL_loss = reference.kl_loss
+KL_loss = reference.kl_loss  # noqa: N816 - the original's name: -0.5 * mean(1 + logvar - mu^2 - e^logvar)
 
 
-class CA_NET(nn.Module):
+class CA_NET(nn.Module):  # noqa: N801 - the original's name
     """Sentence code (B, t_dim) -> c_code, mu, logvar (each (B, c_dim)).
 
     ``fc`` = Linear(t_dim, 4*c_dim) and ``relu`` = GLU, as the original names them; the math is

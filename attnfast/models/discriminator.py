@@ -10,13 +10,13 @@ from attnfast.ops import conv3x3
 from . import _checks as check
 
 
-def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:
+def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
     """conv3x3 -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H, W)."""
     return nn.Sequential(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
-def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:
+def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
     """4x4 stride-2 conv -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H/2, W/2)."""
     return nn.Sequential(nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
                          nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
@@ -38,7 +38,7 @@ def encode_image_by_16times(ndf: int) -> nn.Sequential:
         nn.LeakyReLU(0.2, inplace=True))
 
 
-class D_GET_LOGITS(nn.Module):
+class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
     """Score head: (B, ndf*8, 4, 4) [+ sentence (B, nef)] -> (B,).
 
     Returns sigmoid probabilities as the original by default; ``logits=True`` returns the
@@ -99,7 +99,7 @@ class _DNet(nn.Module):
         return x_var
 
 
-class D_NET32(_DNet):
+class D_NET32(_DNet):  # noqa: N801 - not in the original: the first stage of base_size=32
     """32x32 images -> (B, ndf*8, 4, 4): three stride-2 convs, then a 3x3 block to ndf*8."""
 
     resolution = 32
@@ -118,7 +118,7 @@ class D_NET32(_DNet):
         return self.img_code_s8_1(self.img_code_s8(self._image(x_var)))  # (B, 8ndf, 4, 4)
 
 
-class D_NET64(_DNet):
+class D_NET64(_DNet):  # noqa: N801 - the original's name
     """64x64 images -> (B, ndf*8, 4, 4)."""
 
     resolution = 64
@@ -132,7 +132,7 @@ class D_NET64(_DNet):
         return self.img_code_s16(self._image(x_var))                     # (B, 8ndf, 4, 4)
 
 
-class D_NET128(_DNet):
+class D_NET128(_DNet):  # noqa: N801 - the original's name
     """128x128 images -> (B, ndf*8, 4, 4)."""
 
     resolution = 128
@@ -150,7 +150,7 @@ class D_NET128(_DNet):
         return self.img_code_s32_1(x_code4)                               # (B, 8ndf, 4, 4)
 
 
-class D_NET256(_DNet):
+class D_NET256(_DNet):  # noqa: N801 - the original's name
     """256x256 images -> (B, ndf*8, 4, 4)."""
 
     resolution = 256
@@ -175,7 +175,7 @@ class D_NET256(_DNet):
 D_NETS = {32: D_NET32, 64: D_NET64, 128: D_NET128, 256: D_NET256}
 
 
-def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True,
+def D_NET(resolution: int, ndf: int = 64, nef: int = 256, b_jcu: bool = True,  # noqa: N802
           projection: bool = False) -> _DNet:
     """The discriminator for ``resolution`` (64, 128 or 256 as the original; 32 for base_size=32);
     ``projection`` adds the projection term to its conditional head (see D_GET_LOGITS)."""

@@ -12,7 +12,7 @@ from . import _checks as check
 from .conditioning import CA_NET
 
 
-class INIT_STAGE_G(nn.Module):
+class INIT_STAGE_G(nn.Module):  # noqa: N801 - the original's name
     """[c_code, z] -> (B, ngf/2**upsamples, 4*2**upsamples, 4*2**upsamples). ``ngf`` here is G_NET's
     ngf*16 (512 for birds); the original has 4 upsamplings (64x64 out); 3 give a 32x32 first stage
     (``G_NET(base_size=32)``, a non-original option for small CPU runs)."""
@@ -44,7 +44,7 @@ class INIT_STAGE_G(nn.Module):
         return out_code
 
 
-class NEXT_STAGE_G(nn.Module):
+class NEXT_STAGE_G(nn.Module):  # noqa: N801 - the original's name
     """Attention over words, residual blocks, 2x upsampling: (B, ngf, H, W) -> (B, ngf, 2H, 2W)."""
 
     def __init__(self, ngf: int, nef: int, ncf: int, r_num: int = 2, mask_mode: str = "correct"):
@@ -68,7 +68,7 @@ class NEXT_STAGE_G(nn.Module):
         return out_code, att
 
 
-class GET_IMAGE_G(nn.Module):
+class GET_IMAGE_G(nn.Module):  # noqa: N801 - the original's name
     """(B, ngf, H, W) -> (B, 3, H, W) image in [-1, 1]."""
 
     def __init__(self, ngf: int):
@@ -80,7 +80,7 @@ class GET_IMAGE_G(nn.Module):
         return self.img(h_code)                                           # (B, 3, H, W)
 
 
-class G_NET(nn.Module):
+class G_NET(nn.Module):  # noqa: N801 - the original's name
     """The AttnGAN generator: CA, stage 1 at 64x64, attentional stages at 128 and 256.
 
     Args:

@@ -8,7 +8,7 @@ from . import _checks as check
 RNN_TYPES = ("LSTM", "GRU")
 
 
-class RNN_ENCODER(nn.Module):
+class RNN_ENCODER(nn.Module):  # noqa: N801 - the original's name
     """Embedding -> dropout -> (bi)LSTM/GRU over the caption's words.
 
     Same attributes and parameter names as the original (``encoder``, ``drop``, ``rnn``), so its

@@ -86,10 +86,10 @@ class GlobalAttentionGeneral(nn.Module):
         self.mask_mode = mask_mode
         self.backend = backend
 
-    def applyMask(self, mask):
+    def applyMask(self, mask):  # noqa: N802 - the original's name
         self.mask = mask
 
-    def forward(self, input, context):
+    def forward(self, input, context):  # noqa: A002 - the original's argument name
         check.tensor("context", context, ndim=3, expected="(B, cdf, T)")
         idf, cdf = self.conv_context.weight.shape[:2]
         check.dim_equals("context", context, 1, cdf, "(B, cdf, T)", "cdf of conv_context")

@@ -171,7 +171,7 @@ class GLU(nn.Module):
         return reference.glu(x)
 
 
-class upBlock(nn.Sequential):
+class upBlock(nn.Sequential):  # noqa: N801 - the original's name
     """Drop-in for the original ``upBlock(in_planes, out_planes)``: nearest 2x -> conv3x3 ->
     BatchNorm -> GLU, (B, in_planes, H, W) -> (B, out_planes, 2H, 2W).
 
