@@ -62,7 +62,7 @@ def _extension_modules():
     try:
         import torch
         from torch.utils import cpp_extension
-    except Exception as exc:  # pragma: no cover - torch is a hard requirement of the package
+    except Exception as exc:  # pragma: no cover - torch is a hard requirement of the package  # noqa: BLE001
         _say(f"skipping the C++ extension: torch is not importable ({exc})")
         return [], {}
     cu_sources = sorted(glob.glob(os.path.join("csrc", "*.cu")))

@@ -46,7 +46,7 @@ def _git_commit() -> str:
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except Exception:
+    except Exception:  # noqa: BLE001 - no git: the commit is unknown
         return "unknown"
 
 
@@ -77,7 +77,7 @@ def device_info(device: torch.device) -> dict:
     try:
         import triton
         triton_version = triton.__version__
-    except Exception:
+    except Exception:  # noqa: BLE001 - no usable triton: no version
         triton_version = None
     return {
         "device": device_name(device),

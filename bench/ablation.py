@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                    "--threads", str(args.threads), "--clock", args.clock, "--overrides", json.dumps(rows[name])]
             if args.steps is not None:
                 cmd += ["--steps", str(args.steps)]
-            log = open(work / "log.txt", "w")
+            log = open(work / "log.txt", "w")  # noqa: SIM115 - the worker subprocess writes it while it runs
             running.append((name, seed, work, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
             print(f"started {name} seed {seed}", flush=True)
         time.sleep(2)

@@ -224,7 +224,7 @@ def main(argv=None):
             dname = str(dtype).split(".")[-1]
             try:
                 timings, err = bench_one(fn, size, dtype, device, args)
-            except Exception as exc:  # a backend that cannot run this size is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot run this size is reported, not fatal
                 print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
                 continue
             for pass_name, (seconds, peak) in timings.items():

@@ -252,7 +252,7 @@ def main(argv=None):
                 try:
                     for pass_name, run, err in runners(make, base_module, x.to(dtype), expected, passes):
                         prepared.append((name, dtype, pass_name, run, err))
-                except Exception as exc:  # a variant that cannot run here is reported, not fatal
+                except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                     print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
             seconds = time_all([p[3] for p in prepared], device, args)
             peaks = [peak_memory(p[3], device) for p in prepared]

@@ -201,7 +201,7 @@ def main(argv=None):
             torch.manual_seed(size[0])  # every backend sees the inputs of reference_loss
             try:
                 timings, err = bench_one(fn, size, dtype, device, args, expected)
-            except Exception as exc:  # a backend that cannot run here is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
                 print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
                 continue

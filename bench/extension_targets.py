@@ -185,7 +185,7 @@ def cuda_rows(device: torch.device) -> list[dict]:
             for backend in ("cuda", "triton"):
                 try:
                     times[backend] = time_fn(lambda: fn(backend, backward), device)
-                except Exception as exc:  # a backend that cannot run is reported, not fatal
+                except Exception as exc:  # noqa: BLE001 - a backend that cannot run is reported, not fatal
                     print(f"  {op} {backend} {dtype}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
             rows.append({"op": op, "shape": shape, "dtype": str(dtype).split(".")[-1],
                          "cuda_ms": times["cuda"] * 1e3 if "cuda" in times else None,

@@ -135,7 +135,7 @@ def main(argv=None):
                         images = run(captions, lens, noise)[0][-1].float().cpu()
                         seconds = time_fn(lambda: run(captions, lens, noise), device, warmup=1, reps=reps)
                         peak = peak_memory(lambda: run(captions, lens, noise), device)
-                    except Exception as exc:  # reported, not fatal
+                    except Exception as exc:  # noqa: BLE001 - reported, not fatal
                         print(f"  {resolution} B{batch} {name}: failed ({exc.__class__.__name__}: {str(exc)[:300]})")
                         continue
                 if name == "original":

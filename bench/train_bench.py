@@ -133,7 +133,7 @@ def bench_model(name, device, args, mm_rate, damsm_dir):
                     entry["peak"] = peak_memory(lambda: trainer.train_step(batch), device)
                     entry["trainer"] = _summary(trainer)
                     del trainer
-            except Exception as exc:  # a variant that cannot run here is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                 print(f"  {name} {variant}: failed ({exc.__class__.__name__}: {str(exc)[:300]})")
                 continue
         live.append(entry)

@@ -204,7 +204,7 @@ def _stats_kernel(y_ptr, mean_part_ptr, m2_part_ptr, cnt_part_ptr,
     m2 = tl.zeros_like(count)
     for i in range(TILES):
         t = pid_s * TILES + i
-        b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+        b, ph, ip, jp, q, k, _in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      K, CL, SUB, BIG, BLOCK_P, BLOCK_C)
         offs = _y_offsets(b, ph, ip, jp, q, k, s_b, s_c, s_h, s_w, CL, SUB, FLAT)
         x = tl.load(y_ptr + offs, mask=valid, other=0.0).to(tl.float32)
@@ -331,7 +331,7 @@ def _bwd_reduce_kernel(y_ptr, g_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr,
     dot_g = tl.zeros_like(sum_a)
     for i in range(TILES):
         t = pid_s * TILES + i
-        b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+        b, ph, ip, jp, q, k, _in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      C_OUT, CL, SUB, BIG, BLOCK_P, BLOCK_C)
         offs = _y_offsets(b, ph, ip, jp, q, k, s_b, s_c, s_h, s_w, CL, SUB, FLAT)
         g_offs = _out_offsets(b, ph, ip, jp, q, k, g_b, g_c, g_h, g_w, CL, SUB, FLAT)

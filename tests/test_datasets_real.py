@@ -116,10 +116,10 @@ def make_cub(root: Path, n_train=6, n_test=3, captions=10, with_class_info=True)
             text.write_text("\n".join(lines[:2] + ["", "!!"] + lines[2:]) + "\n", encoding="utf-8")
     (cub / "images.txt").write_text("\n".join(images_txt) + "\n")
     (cub / "bounding_boxes.txt").write_text("\n".join(boxes_txt) + "\n")
-    for split in keys:
-        write_py2_pickle(root / split / "filenames.pickle", [k.encode("latin1") for k in keys[split]])
+    for split, split_keys in keys.items():
+        write_py2_pickle(root / split / "filenames.pickle", [k.encode("latin1") for k in split_keys])
         if with_class_info:
-            write_py2_pickle(root / split / "class_info.pickle", [int(k[:3]) for k in keys[split]])
+            write_py2_pickle(root / split / "class_info.pickle", [int(k[:3]) for k in split_keys])
     return keys
 
 

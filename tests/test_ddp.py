@@ -86,7 +86,7 @@ def test_shards_split_every_global_batch():
     shards = [step_batches(data, 6, 3, 0, collate_shapes, dist=DistContext(r, 3)) for r in range(3)]
     for expected in global_batches:
         got = [next(s)["indices"].tolist() for s in shards]
-        assert sum(got, []) == expected and all(len(g) == 2 for g in got)
+        assert [i for g in got for i in g] == expected and all(len(g) == 2 for g in got)
     assert distributed.shard(list(range(6)), DistContext(1, 3)) == [2, 3]
     with pytest.raises(ValueError, match="must be divisible by the world size 4"):
         distributed.shard(list(range(6)), DistContext(0, 4))
@@ -127,8 +127,8 @@ def test_gan_trainer_on_two_ranks_stays_in_sync_and_rank0_writes(two_ranks, name
     out = two_ranks[0] / name
     states = [torch.load(out / f"gan_rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for key in ("G", "EMA"):
-        for name, value in states[0][key].items():
-            assert torch.equal(value, states[1][key][name]), f"{key}.{name} differs between ranks"
+        for entry, value in states[0][key].items():
+            assert torch.equal(value, states[1][key][entry]), f"{key}.{entry} differs between ranks"
     for d0, d1 in zip(states[0]["D"], states[1]["D"]):
         assert all(torch.equal(v, d1[k]) for k, v in d0.items())
     assert (out / "gan.pt").is_file()                     # written once, by rank 0

@@ -32,15 +32,15 @@ def _dataset(num=10, multi_res=SIDES):
 
 def _assert_same_batch(a: dict, b: dict):
     assert a.keys() == b.keys()
-    for key in a:
+    for key, value in a.items():
         if key == "images":
-            assert len(a[key]) == len(b[key])
-            for x, y in zip(a[key], b[key]):
+            assert len(value) == len(b[key])
+            for x, y in zip(value, b[key], strict=True):
                 assert x.dtype == y.dtype and torch.equal(x, y)
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), key
         else:
-            assert a[key] == b[key], key
+            assert value == b[key], key
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
@@ -140,8 +140,8 @@ def _weights(path, kind, keys):
 
 def _assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 def test_gan_run_with_the_store_equals_the_run_without(tmp_path, damsm_ckpt, caplog):

@@ -150,7 +150,7 @@ def attngan_captions(data_dir: str | Path, kind: str, captions_per_image: int,
         log.warning("%s: not written, because some caption files are bad", pickle_path)
     else:
         try:
-            save_captions_pickle(pickle_path, *(sum(out[s], []) for s in SPLITS), vocab)
+            save_captions_pickle(pickle_path, *([c for part in out[s] for c in part] for s in SPLITS), vocab)
             log.info("wrote %s (%d words)", pickle_path, len(vocab))
         except OSError as exc:
             log.warning("could not write %s (%s); the vocabulary is rebuilt each time", pickle_path, exc)

@@ -83,7 +83,7 @@ def vocabulary_from_ixtoword(ixtoword, source: str) -> Vocabulary:
     elif isinstance(ixtoword, list):
         words = ixtoword
     else:
-        raise ValueError(f"{source}: ixtoword must be a dict or a list, got {type(ixtoword).__name__}")
+        raise ValueError(f"{source}: ixtoword must be a dict or a list, got {type(ixtoword).__name__}")  # noqa: TRY004 - a ValueError: the CLIs report it as one line
     if not words or words[0] != END_TOKEN:
         raise ValueError(f"{source}: ixtoword[0] must be {END_TOKEN!r}")
     try:
@@ -94,7 +94,7 @@ def vocabulary_from_ixtoword(ixtoword, source: str) -> Vocabulary:
 
 def _check_id_lists(captions, name: str, source: str) -> list[list[int]]:
     if not isinstance(captions, list):
-        raise ValueError(f"{source}: {name} must be a list of captions")
+        raise ValueError(f"{source}: {name} must be a list of captions")  # noqa: TRY004 - a ValueError: the CLIs report it as one line
     for k, cap in enumerate(captions):
         if not isinstance(cap, list) or not all(isinstance(i, int) for i in cap):
             raise ValueError(f"{source}: {name}[{k}] is not a list of word ids")

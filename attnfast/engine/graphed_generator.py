@@ -71,7 +71,7 @@ class GraphedGenerator:
         try:
             with torch.cuda.graph(graph):
                 self.static_out = self.fn(*self.static_in)
-        except Exception as exc:  # a non-capturable op: eager from now on
+        except Exception as exc:  # noqa: BLE001 - a non-capturable op: eager from now on
             self.failed = f"{type(exc).__name__}: {exc}"
             self.static_out = None
             torch.cuda.synchronize(self.device)

@@ -143,7 +143,7 @@ def cached_classifier(cache_dir: str | Path | None = None) -> CellClassifier:
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model.eval()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt
             path.unlink()  # a corrupt cache is rebuilt
     model = train_classifier()
     save_atomic(model.state_dict(), path)

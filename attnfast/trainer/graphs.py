@@ -224,7 +224,7 @@ class GraphedGANStep:
                 self._d_half()
             with torch.cuda.graph(graph_g, pool=pool):
                 self._g_half()
-        except Exception as exc:  # a non-capturable op: eager from now on
+        except Exception as exc:  # noqa: BLE001 - a non-capturable op: eager from now on
             self._held = None
             torch.cuda.synchronize(trainer.device)
             self.blockers.append(f"the capture failed ({type(exc).__name__}: {exc})")
