@@ -55,7 +55,7 @@ def config_differences(state: dict, config: dict, path: Path) -> list[str]:
         saved_words = state["vocab"]["ixtoword"]
         words = common.build_vocabulary(config).to_dict()["ixtoword"]
         if saved_words != words:
-            first = next((i for i, (a, b) in enumerate(zip(saved_words, words)) if a != b),
+            first = next((i for i, (a, b) in enumerate(zip(saved_words, words, strict=False)) if a != b),
                          min(len(saved_words), len(words)))
             lines.append(f"vocabulary: {path.name} has {len(saved_words) - 1} words, the config's data set "
                          f"{len(words) - 1} (first difference at index {first}: "

@@ -187,9 +187,9 @@ def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -
 
     cells = [[cell(r, k, f) for k, _, f in columns] for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
-    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True)))
     for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
 
 
 @contextlib.contextmanager

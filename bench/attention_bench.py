@@ -169,7 +169,7 @@ def bench_one(fn, size, dtype, device, args):
         return torch.autograd.grad(fn(hg, wg, mask), (hg, wg), grad)
 
     result = {}
-    for pass_name, run in zip(PASSES, (forward, forward_backward)):
+    for pass_name, run in zip(PASSES, (forward, forward_backward), strict=True):
         seconds = time_fn(run, device, warmup=args.warmup, reps=args.reps)
         result[pass_name] = (seconds, peak_memory(run, device))
     return result, err

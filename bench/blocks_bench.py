@@ -256,8 +256,8 @@ def main(argv=None):
                     print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
             seconds = time_all([p[3] for p in prepared], device, args)
             peaks = [peak_memory(p[3], device) for p in prepared]
-            base = {(p[2], p[1]): t for p, t in zip(prepared, seconds) if p[0] == "original"}
-            for (name, dtype, pass_name, _, err), sec, peak in zip(prepared, seconds, peaks):
+            base = {(p[2], p[1]): t for p, t in zip(prepared, seconds, strict=True) if p[0] == "original"}
+            for (name, dtype, pass_name, _, err), sec, peak in zip(prepared, seconds, peaks, strict=True):
                 pass_flops = flops * (3 if pass_name == "fwd+bwd" else 1)
                 rows.append({
                     "size": label, "variant": name, "dtype": str(dtype).split(".")[-1],

@@ -139,7 +139,7 @@ def bench_one(fn, size, dtype, device, args, expected):
     loss = sum(forward()).double()
     err = ((loss - expected).abs() / expected.abs()).item()
     result = {}
-    for pass_name, run in zip(PASSES, (forward, forward_backward)):
+    for pass_name, run in zip(PASSES, (forward, forward_backward), strict=True):
         seconds = time_fn(run, device, warmup=args.warmup, reps=args.reps)
         result[pass_name] = (seconds, peak_memory(run, device))
     return result, err

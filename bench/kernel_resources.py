@@ -116,7 +116,7 @@ def triton_report(archs: list[int], jobs: int, progress=print) -> tuple[list[dic
         results = list(pool.map(compile_spec, [specs[k][0] for k in keys], chunksize=1))
     progress(f"triton: compiled in {time.perf_counter() - start:.0f} s")
     rows = []
-    for key, result in zip(keys, results):
+    for key, result in zip(keys, results, strict=True):
         spec, kernel = specs[key]
         cases = uses[key]
         row = {"source": "triton", "kernel": spec["name"], "module": spec["module"].split(".")[-1],
@@ -152,7 +152,7 @@ def _demangle(names: list[str]) -> dict:
     if not filt or not names:
         return {n: n for n in names}
     done = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, timeout=60, check=False)
-    return dict(zip(names, done.stdout.splitlines())) if done.returncode == 0 else {n: n for n in names}
+    return dict(zip(names, done.stdout.splitlines(), strict=True)) if done.returncode == 0 else {n: n for n in names}
 
 
 def _launch_config(function: str, words: int):

@@ -82,7 +82,7 @@ def _check_against_reference(h, words, mask, mode, dtype):
     base = _run(reference.word_region_attention, h, words, mask, mode, grad_out, grad_attn)
     exact = _run(reference.word_region_attention, h.double(), words.double(), mask, mode,
                  grad_out.double(), grad_attn.double())
-    for name, g, b, e in zip(("out", "attn", "dh", "dwords"), got, base, exact):
+    for name, g, b, e in zip(("out", "attn", "dh", "dwords"), got, base, exact, strict=True):
         assert g.dtype == dtype, f"{name} has dtype {g.dtype}, expected {dtype}"
         assert_close(g, e, dtype=dtype, baseline=b, name=name)
     return got
@@ -127,7 +127,7 @@ def test_no_mask_and_out_only(device, dtype):
     got = grads(_triton, h, words)
     base = grads(reference.word_region_attention, h, words)
     exact = grads(reference.word_region_attention, h.double(), words.double())
-    for name, g, b, e in zip(("out", "dh", "dwords"), got, base, exact):
+    for name, g, b, e in zip(("out", "dh", "dwords"), got, base, exact, strict=True):
         assert_close(g, e, dtype=dtype, baseline=b, name=name)
 
 
@@ -262,7 +262,7 @@ def test_torch_compile_fullgraph(device):
         value = fn(hh, ww, mask)
         value.backward()
         results.append((value.detach(), hh.grad, ww.grad))
-    for name, got, expected in zip(("loss", "dh", "dwords"), *results):
+    for name, got, expected in zip(("loss", "dh", "dwords"), *results, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 

@@ -248,7 +248,7 @@ def test_stage_images_resize_crop_flip(tmp_path):
     assert [tuple(t.shape) for t in out] == [(3, 16, 16), (3, 32, 32)]
     assert all(t.dtype == torch.float32 and t.min() >= -1 and t.max() <= 1 for t in out)
     again = stage_images(img, (16, 32), np.random.default_rng(3))
-    assert all(torch.equal(a, b) for a, b in zip(out, again))
+    assert all(torch.equal(a, b) for a, b in zip(out, again, strict=True))
     # no rng: the centre crop of the short side resized to int(32 * 76 / 64) = 38
     centre = stage_images(img, (32,), None)[0]
     resized = img.resize((int(38 * 120 / 50), 38), Image.BILINEAR)
@@ -307,7 +307,7 @@ def test_cub_builds_vocabulary_saves_captions_pickle_and_items_collate(cub):
     again = AttnGANDataset(root, "birds", "train", multi_res=(32, 64), words_num=12,
                            captions_per_image=10, seed=1)
     assert again.vocab == data.vocab
-    assert all(torch.equal(a, b) for a, b in zip(again[2]["images"], data[2]["images"]))
+    assert all(torch.equal(a, b) for a, b in zip(again[2]["images"], data[2]["images"], strict=True))
     assert torch.equal(again[2]["caption"], data[2]["caption"])
     data.set_epoch(1)
     changed = [not torch.equal(data[i]["images"][1], again[i]["images"][1]) for i in range(len(data))]

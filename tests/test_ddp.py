@@ -129,7 +129,7 @@ def test_gan_trainer_on_two_ranks_stays_in_sync_and_rank0_writes(two_ranks, name
     for key in ("G", "EMA"):
         for entry, value in states[0][key].items():
             assert torch.equal(value, states[1][key][entry]), f"{key}.{entry} differs between ranks"
-    for d0, d1 in zip(states[0]["D"], states[1]["D"]):
+    for d0, d1 in zip(states[0]["D"], states[1]["D"], strict=True):
         assert all(torch.equal(v, d1[k]) for k, v in d0.items())
     assert (out / "gan.pt").is_file()                     # written once, by rank 0
     lines = (out / "gan_log.jsonl").read_text().splitlines()
@@ -149,6 +149,6 @@ def test_batch_norm_modules_form_equals_the_fused_blocks(fresh_seed):
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(literal(x), model(x), rtol=1e-4, atol=1e-5)
     assert len(calls) == 3                                    # every BatchNorm module ran
-    for a, b in zip(literal.buffers(), model.buffers()):
+    for a, b in zip(literal.buffers(), model.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert copy.deepcopy(literal)[0].forward.__self__ is not literal[0]   # EMA copies stay independent

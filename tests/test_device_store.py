@@ -51,7 +51,7 @@ def test_store_gives_the_dataset_images_bit_for_bit(dtype):
     order = torch.tensor([7, 0, 9, 3, 3])
     want = collate_shapes([data[int(i)] for i in order])["images"]
     got = store.images(order)
-    for x, y in zip(got, want):
+    for x, y in zip(got, want, strict=True):
         assert x.dtype == torch.float32 and x.shape == y.shape and torch.equal(x, y)
     per_item = 3 * (64 * 64 + 48 * 48) if dtype == "uint8" else 3 * 4 * sum(r * r for r in SIDES)
     assert store.nbytes == len(data) * per_item

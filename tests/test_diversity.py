@@ -46,7 +46,7 @@ def test_scene_for_caption_reads_back_the_test_scenes():
 
 
 def test_background_weights_follow_the_data():
-    weights = dict(zip(BACKGROUNDS, background_weights(["black"])))
+    weights = dict(zip(BACKGROUNDS, background_weights(["black"]), strict=True))
     assert weights["navy"] == 0.0 and abs(sum(weights.values()) - 1) < 1e-12  # black does not contrast navy
     rng = np.random.default_rng(0)
     seen = [s.background for s in (sample_scene(rng, max_objects=1, grid=1) for _ in range(20000))

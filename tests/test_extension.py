@@ -103,7 +103,7 @@ def test_attention_matches_reference(device, dtype, shape, mask_kind, mask_mode,
     got = run(kernel, h, words)
     ref64 = run(R.word_region_attention, h.double(), words.double())
     base = run(R.word_region_attention, h, words)
-    for name, g, r, b in zip(("out", "attn", "dh", "dwords"), got, ref64, base):
+    for name, g, r, b in zip(("out", "attn", "dh", "dwords"), got, ref64, base, strict=True):
         _check(g, r, b, dtype, name)
     if mask_kind == "padded_row" and mask_mode == "correct":
         assert torch.all(got[0][batch // 2] == 0) and torch.all(got[1][batch // 2] == 0)
@@ -161,7 +161,7 @@ def test_damsm_scores_match_reference(device, dtype, shape, strided):
     got = run(kernel, regions, words)
     ref64 = run(R.damsm_scores, regions.double(), words.double())
     base = run(R.damsm_scores, regions, words)
-    for name, g, r, b in zip(("scores", "attn", "dregions", "dwords"), got, ref64, base):
+    for name, g, r, b in zip(("scores", "attn", "dregions", "dwords"), got, ref64, base, strict=True):
         _check(g, r, b, dtype, name)
     assert not got[1].requires_grad
 
@@ -201,7 +201,7 @@ def test_words_loss_matches_original_loop():
 
     got = run(ops.words_loss, backend="cpu")
     ref = run(R.words_loss_original)
-    for name, g, r in zip(("loss0", "loss1", "dimg", "dwords"), got[:4], ref[:4]):
+    for name, g, r in zip(("loss0", "loss1", "dimg", "dwords"), got[:4], ref[:4], strict=True):
         assert_close(g, r, name=name)
     assert [m.shape for m in got[4]] == [m.shape for m in ref[4]]
 

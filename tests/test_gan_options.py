@@ -235,7 +235,7 @@ def test_all_options_resume_exactly(tmp_path, damsm_checkpoint):
     for key in ("netG", "netG_ema"):
         for name, value in full[key].items():
             assert torch.equal(value, resumed[key][name]), f"{key}.{name}"
-    for d_full, d_resumed in zip(full["netsD"], resumed["netsD"]):
+    for d_full, d_resumed in zip(full["netsD"], resumed["netsD"], strict=True):
         assert d_full.keys() == d_resumed.keys()
         assert any("parametrizations" in k for k in d_full)              # spectral norm's u and weight
         assert all(torch.equal(v, d_resumed[k]) for k, v in d_full.items())

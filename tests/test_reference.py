@@ -88,14 +88,14 @@ def test_vectorised_words_loss_equals_original_loop(class_ids):
     labels = torch.arange(5)
     loop = R.words_loss_original(img, words, labels, lens, class_ids, 5)
     vec = R.words_loss(img, words, labels, lens, class_ids, 5)
-    for a, b in zip(loop[:2], vec[:2]):
+    for a, b in zip(loop[:2], vec[:2], strict=True):
         assert_close(b, a)
-    for a, b in zip(loop[2], vec[2]):
+    for a, b in zip(loop[2], vec[2], strict=True):
         assert a.shape == b.shape
         assert_close(b, a)
     grads_loop = torch.autograd.grad(loop[0] + 2 * loop[1], (img, words))
     grads_vec = torch.autograd.grad(vec[0] + 2 * vec[1], (img, words))
-    for a, b in zip(grads_loop, grads_vec):
+    for a, b in zip(grads_loop, grads_vec, strict=True):
         assert_close(b, a)
 
 
@@ -211,7 +211,7 @@ def test_subpixel_equals_nearest_upsample_then_conv(shape):
     assert_close(got, expected)
     upstream = torch.randn_like(expected)
     for a, b in zip(torch.autograd.grad(expected, (x, weight), upstream),
-                    torch.autograd.grad(got, (x, weight), upstream)):
+                    torch.autograd.grad(got, (x, weight), upstream), strict=True):
         assert_close(b, a)
 
 

@@ -61,7 +61,7 @@ def test_generator_samples_as_the_same_weights_in_a_fresh_g_net(tmp_path):
     mask = torch.arange(7)[None, :] >= torch.tensor([[7], [3], [5]])
     with torch.no_grad():
         ours, theirs = net(z, sent, words, mask, eps), twin(z, sent, words, mask, eps)
-    for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]):
+    for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1], strict=True):
         torch.testing.assert_close(a, b)
     assert ours[0][-1].shape == (3, 3, 256, 256)
 

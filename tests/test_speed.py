@@ -55,7 +55,7 @@ def test_unpacked_rnn_with_initial_state_and_device_lengths():
     hidden = tuple(torch.randn_like(h) for h in enc.init_hidden(4))
     packed = enc(caps, lens, hidden)
     unpacked = enc(caps, lens.to(torch.int32), hidden, packed=False)
-    for a, b in zip(unpacked, packed):
+    for a, b in zip(unpacked, packed, strict=True):
         assert_close(a, b.double())
 
 
@@ -167,7 +167,7 @@ def test_static_buffer_step_equals_the_eager_step(tmp_path, damsm_ckpt, fresh_se
     batches = [next(it) for _ in range(2)]
     ref = _steps(eager, eager.eager_step, batches, fresh_seed)
     got = _steps(static, static_step, batches, fresh_seed)
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         assert r.keys() == g.keys()
         for name in r:
             assert g[name] == pytest.approx(r[name], rel=1e-5, abs=1e-6), name
@@ -343,12 +343,12 @@ def test_captured_graph_step_equals_the_eager_step(tmp_path, damsm_ckpt, text_ca
     # step 1: the same weights, so only rounding (unpacked vs packed LSTM, kernel choice) differs;
     # later steps also carry Adam's amplification of near-zero gradients (see below)
     assert got[0] == pytest.approx(ref[0], rel=1e-4, abs=1e-5)
-    for r, g in zip(ref[1:], got[1:]):
+    for r, g in zip(ref[1:], got[1:], strict=True):
         assert g == pytest.approx(r, rel=2e-2, abs=1e-3)
     # Adam turns rounding differences of near-zero gradients into up to +-lr per step: parameters
     # are compared to that bound
     bound = 2 * config["gan"]["g_lr"] * len(batches)
-    for (key, a), b in zip(_params(graphed).items(), _params(eager).values()):
+    for (key, a), b in zip(_params(graphed).items(), _params(eager).values(), strict=True):
         if a.is_floating_point():
             torch.testing.assert_close(a, b, rtol=1e-3, atol=bound, msg=key)
     graphed.flush_checks()
@@ -426,7 +426,7 @@ def test_graphed_generator_equals_eager_on_cuda(gan_ckpt):
         fakes, maps = run(ids, lens, noise)
         ref, ref_maps = sample_cli.generate(netG, text_encoder, ids, lens, noise.to(cuda), words_num, eps=eps[:5])
         assert run.graph is not None, run.failed
-        for a, b in zip(fakes + maps, ref + ref_maps):
+        for a, b in zip(fakes + maps, ref + ref_maps, strict=True):
             assert_close(a.cpu(), b.cpu().double())
 
 

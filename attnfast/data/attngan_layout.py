@@ -133,7 +133,7 @@ def attngan_captions(data_dir: str | Path, kind: str, captions_per_image: int,
     if pickle_path.is_file():
         train, test, vocab = load_captions_pickle(pickle_path)
         out = {}
-        for split, flat in zip(SPLITS, (train, test)):
+        for split, flat in zip(SPLITS, (train, test), strict=True):
             if len(flat) != len(names[split]) * per:
                 raise ValueError(f"{pickle_path}: {len(flat)} {split} captions for "
                                  f"{len(names[split])} images x {per} captions per image "
@@ -198,7 +198,7 @@ class AttnGANDataset(CaptionedImages):
         remap = vocab is not None and vocab != data_vocab
         dropped = 0
         records = []
-        for key, caps, class_id in zip(names, captions[split], class_ids):
+        for key, caps, class_id in zip(names, captions[split], class_ids, strict=True):
             path = image_path(data_dir, kind, key)
             if caps is None:
                 skips.skip(BadDataError(f"caption file bad: {data_dir / 'text' / key}.txt"))
@@ -211,7 +211,7 @@ class AttnGANDataset(CaptionedImages):
             if remap:
                 words = [data_vocab.decode(c).split() for c in caps]
                 caps = [encode_tokens(w, vocab) for w in words]
-                dropped += sum(len(w) - len(c) for w, c in zip(words, caps))
+                dropped += sum(len(w) - len(c) for w, c in zip(words, caps, strict=True))
                 if not all(caps):
                     skips.skip(BadDataError(f"a caption of {key} has no word of the given vocabulary"))
                     continue

@@ -141,7 +141,7 @@ class CaptionFolderDataset(CaptionedImages):
         records, dropped = [], 0
         for index, (rel, path, token_lists) in enumerate(read_folder_captions(folder, skips)):
             caps = [encode_tokens(t, vocab) for t in token_lists]
-            dropped += sum(len(t) - len(c) for t, c in zip(token_lists, caps))
+            dropped += sum(len(t) - len(c) for t, c in zip(token_lists, caps, strict=True))
             caps = [c for c in caps if c]
             if not caps:
                 skips.skip(BadDataError(f"no caption of {path} has a word of the vocabulary"))

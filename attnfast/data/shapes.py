@@ -321,7 +321,7 @@ def shapes_vocabulary() -> Vocabulary:
 def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Even-odd point-in-polygon test, broadcasting ``u`` (x) against ``v`` (y)."""
     inside = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
-    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0)):
+    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
         if y1 == y2:
             continue
         crosses = (y1 > v) != (y2 > v)

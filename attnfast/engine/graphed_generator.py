@@ -52,7 +52,7 @@ class GraphedGenerator:
         if self.static_in is None:
             self.static_in = tuple(x.to(self.device) for x in inputs)
         else:
-            for static, value in zip(self.static_in, inputs):
+            for static, value in zip(self.static_in, inputs, strict=True):
                 static.copy_(value, non_blocking=True)
         if self.graph is None and not self._capture():
             return self.fn(*(x[:n] for x in self.static_in))

@@ -60,7 +60,7 @@ def sample_to_files(checkpoint, captions: list[str], out_dir, n: int = 1, batch:
             if fmt == "npz":
                 pages.allocate(pixels.shape[1:])
                 futures.append(writer.submit(pages.put, start, pixels))
-            for (c, k), image in zip(chunk, pixels):
+            for (c, k), image in zip(chunk, pixels, strict=True):
                 if fmt == "png":
                     path = out_dir / f"{c:04d}_{_slug(captions[c])}_{k}.png"
                     futures.append(writer.submit(save_png, image, path))

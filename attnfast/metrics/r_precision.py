@@ -131,7 +131,7 @@ class _WordScores:
         cand = cand.to(self.words.device)
         return torch.cat([damsm_scores(self.regions[n:n + 1], self.words[c], self.lens[c],
                                        **self.kwargs).float()
-                          for n, c in zip(images.tolist(), cand)])
+                          for n, c in zip(images.tolist(), cand, strict=True)])
 
 
 @torch.no_grad()
@@ -217,7 +217,7 @@ def _eval_mode(*modules):
             m.eval()
         yield
     finally:
-        for m, state in zip(modules, states):
+        for m, state in zip(modules, states, strict=True):
             m.train(state)
 
 

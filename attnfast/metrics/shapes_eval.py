@@ -76,7 +76,7 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
         "attribute_accuracy_real_images": shapes_accuracy.attribute_accuracy(classifier, real, scenes),
     }
     if attention is not None:
-        tokens = [vocab.decode(row[:n]).split() for row, n in zip(captions, lens.tolist())]
+        tokens = [vocab.decode(row[:n]).split() for row, n in zip(captions, lens.tolist(), strict=True)]
         report["pointing_game"] = grounding.pointing_game(attention, tokens, scenes)
     report["r_precision"] = _r_precision(image_encoder, text_encoder, images, captions, lens, words_num,
                                          config, device, r_runs, seed)

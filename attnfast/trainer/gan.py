@@ -47,7 +47,7 @@ class ParameterEMA:
         decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         self.updates += 1
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
+        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_buffer.copy_(buffer)
 
 
@@ -200,7 +200,7 @@ class GANTrainer(common.StepLoop):
         losses = {}
         options = self.options
         penalty = options.needs_double_backward
-        for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD)):
+        for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD, strict=True)):
             netD.requires_grad_(True)
             real = reals[i].detach().requires_grad_(True) if penalty else reals[i]
             real_sentence = sentence.detach().requires_grad_(True) if penalty else sentence

@@ -78,7 +78,7 @@ class TextFeatureCache:
         self._check_encoder()
         device = next(self.text_encoder.parameters()).device
         tokens = captions.cpu().tolist()
-        keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens)]
+        keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens, strict=True)]
         words, sentences = [], []
         for row, key in enumerate(keys):
             entry = self.entries.get(key)
