@@ -109,7 +109,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| row | overrides | seeds | GAN steps | colour | size | shape | object | pointing | R-prec | diversity |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, group in by_name.items():
-        def mean(key):
+        def mean(key, group=group):  # bound: a closure over the loop variable
             values = [r[key] for r in group if r.get(key) is not None]
             return sum(values) / len(values) if values else None
         cells = []

@@ -129,12 +129,13 @@ def main(argv=None):
                 model = fused if fuse else netG
                 fn = partial(generate, model, text, words_num=WORDS_NUM, amp=amp, packed=not graphs, eps=eps)
                 run = GraphedGenerator(fn, batch, device, graphs,
-                                       validate=lambda c, n: text._validate(c, n, WORDS_NUM))
+                                       validate=lambda c, n, text=text: text._validate(c, n, WORDS_NUM))
                 with backend_env(backend):
                     try:
                         images = run(captions, lens, noise)[0][-1].float().cpu()
-                        seconds = time_fn(lambda: run(captions, lens, noise), device, warmup=1, reps=reps)
-                        peak = peak_memory(lambda: run(captions, lens, noise), device)
+                        step = partial(run, captions, lens, noise)
+                        seconds = time_fn(step, device, warmup=1, reps=reps)
+                        peak = peak_memory(step, device)
                     except Exception as exc:  # noqa: BLE001 - reported, not fatal
                         print(f"  {resolution} B{batch} {name}: failed ({exc.__class__.__name__}: {str(exc)[:300]})")
                         continue

@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 import torch
 
@@ -130,7 +131,7 @@ def bench_model(name, device, args, mm_rate, damsm_dir):
                 entry = {"variant": variant, "amp": amp, "backend": backend, "trainer": trainer, "runs": []}
                 if not interleave:
                     entry["runs"] = [time_run(trainer, batch, device, args.steps) for _ in range(args.runs)]
-                    entry["peak"] = peak_memory(lambda: trainer.train_step(batch), device)
+                    entry["peak"] = peak_memory(partial(trainer.train_step, batch), device)
                     entry["trainer"] = _summary(trainer)
                     del trainer
             except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal

@@ -263,7 +263,7 @@ def test_torch_compile_fullgraph(device):
         value.backward()
         results.append((value.detach(), hh.grad, ww.grad))
     for name, got, expected in zip(("loss", "dh", "dwords"), *results, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # ---------------------------------------------------------------- GPU only

@@ -50,21 +50,22 @@ def _imported(module: str, path: Path, node, known) -> list[str]:
     return [f"{target}.{a.name}" if f"{target}.{a.name}" in known else target for a in node.names]
 
 
+def _visit(node, in_function: bool, module: str, path: Path, modules, out: list) -> None:
+    for child in ast.iter_child_nodes(node):
+        inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            for target in _imported(module, path, child, modules):
+                out.append((module, child.lineno, target, in_function))
+        _visit(child, inner, module, path, modules, out)
+
+
 def _imports(modules: dict[str, Path]):
     """(module, line, imported module, inside a function) for every attnfast import."""
     out = []
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
 
-        def visit(node, in_function):
-            for child in ast.iter_child_nodes(node):
-                inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    for target in _imported(module, path, child, modules):
-                        out.append((module, child.lineno, target, in_function))
-                visit(child, inner)
-
-        visit(tree, False)
+        _visit(tree, False, module, path, modules, out)
     return out
 
 
