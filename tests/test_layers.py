@@ -59,13 +59,18 @@ def _visit(node, in_function: bool, module: str, path: Path, modules, out: list)
         _visit(child, inner, module, path, modules, out)
 
 
+def _known() -> set[str]:
+    """Every attnfast module: the package's files, the kernels (kernels/, mapped by setup.py) and the
+    compiled extension."""
+    return set(_modules()) | set(_modules(ROOT / "kernels", "attnfast.kernels")) | {"attnfast._C"}
+
+
 def _imports(modules: dict[str, Path]):
     """(module, line, imported module, inside a function) for every attnfast import."""
-    out = []
+    out, known = [], _known()
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
-
-        _visit(tree, False, module, path, modules, out)
+        _visit(tree, False, module, path, known, out)
     return out
 
 
