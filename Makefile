@@ -36,6 +36,7 @@ test: $(STAMP) lint
 # [tool.importlinter]), both from requirements-dev.txt; `make test` runs it before pytest.
 # mutate: single-site bugs in reference/, ops/ and the loss code, each run against the tests of its
 # file (bench/mutate.py; score in the README); slow, not part of `make test`.
+# make mutate MUTATE_ARGS=--extension adds the C++ mutants (each an out-of-tree build).
 DEV_STAMP := $(VENV)/.attnfast-dev-installed
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt
@@ -46,8 +47,10 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+MUTATE_ARGS ?=
+
 mutate: $(STAMP)
-	$(VPY) bench/mutate.py
+	$(VPY) bench/mutate.py $(MUTATE_ARGS)
 # --- end lint and mutation check ------------------------------------------------------------
 
 gpu-test: $(STAMP)

@@ -6,17 +6,22 @@ killed when those tests fail. Not part of ``make test`` (it runs pytest once per
     python bench/mutate.py                 # every mutant; summary and bench/results/mutate.json
     python bench/mutate.py --list          # the mutants
     python bench/mutate.py --only ID ...   # some of them
+    python bench/mutate.py --extension     # also the C++ extension's mutants (a build each, minutes)
 
-Each mutant replaces one exact piece of source text (it must occur once) and the file is restored
-afterwards, whatever happens (the working tree is left as it was). The C++ extension's mutants are
-not here: they need a rebuild (tests/test_damsm_zero_vectors.py covers the DAMSM backward's
-zero-norm branch of every backend instead).
+Each Python mutant replaces one exact piece of source text (it must occur once) and the file is
+restored afterwards, whatever happens (the working tree is left as it was). A C++ mutant (path under
+csrc/) is built out of tree: csrc/ copied to a temporary folder, the change applied there, the CPU
+sources compiled with torch.utils.cpp_extension.load and installed as ``attnfast._C`` for the tests
+(the checkout's own build is not touched).
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +87,40 @@ MUTANTS = (
            "return impl(regions, words, lens, float(gamma2), float(gamma1), return_attn=return_attn)",
            ("tests/test_ops.py", "tests/test_damsm_zero_vectors.py")),
 )
+# the C++ extension (built out of tree, --extension only)
+EXTENSION_MUTANTS = (
+    Mutant("cpp-damsm-zero-norm-branch", "csrc/damsm_cpu.cpp",
+           "alpha[task] = g / kCosineEps;", "alpha[task] = 0.0f;",
+           ("tests/test_damsm_zero_vectors.py",)),
+)
+
+# runs in a subprocess: build csrc/ from argv[1] as a module, install it as attnfast._C, run pytest
+_WITH_BUILT_EXTENSION = textwrap.dedent("""
+    import glob, sys
+    from torch.utils import cpp_extension
+    source, build = sys.argv[1], sys.argv[2]
+    module = cpp_extension.load(name="attnfast_C_mutant", sources=sorted(glob.glob(source + "/*.cpp")),
+                                extra_include_paths=[source], extra_cflags=["-O1", "-g0", "-fopenmp"],
+                                extra_ldflags=["-fopenmp"], build_directory=build, verbose=False)
+    sys.modules["attnfast._C"] = module
+    import attnfast
+    attnfast._C = module
+    import pytest
+    sys.exit(pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[3:]]))
+""")
+
+
+def _pytest(command: list[str], timeout: float) -> tuple[str, str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+                                check=False)
+    except subprocess.TimeoutExpired:
+        return "timed out (counted killed)", ""
+    status = "survived" if result.returncode == 0 else (
+        "killed" if result.returncode == 1 else f"error (exit {result.returncode})")
+    lines = result.stdout.strip().splitlines()
+    return status, lines[-1] if lines else result.stderr.strip()[-300:]
 
 
 def run_mutant(mutant: Mutant, timeout: float) -> dict:
@@ -92,37 +131,41 @@ def run_mutant(mutant: Mutant, timeout: float) -> dict:
     if count != 1:
         return {"id": mutant.id, "status": f"not applied: the text occurs {count} times in {mutant.path}"}
     started = time.monotonic()
-    try:
-        path.write_text(text.replace(mutant.old, mutant.new))
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if mutant.path.startswith("csrc/"):
+        with tempfile.TemporaryDirectory(prefix="attnfast-mutant-") as tmp:
+            source, build = Path(tmp) / "csrc", Path(tmp) / "build"
+            shutil.copytree(ROOT / "csrc", source)
+            build.mkdir()
+            (source / path.name).write_text(text.replace(mutant.old, mutant.new))
+            status, tail = _pytest([sys.executable, "-c", _WITH_BUILT_EXTENSION, str(source), str(build),
+                                    *mutant.tests], timeout)
+    else:
         try:
-            result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                     *mutant.tests], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                    env=env, check=False)
-            status = "survived" if result.returncode == 0 else (
-                "killed" if result.returncode == 1 else f"error (pytest exit {result.returncode})")
-            tail = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
-        except subprocess.TimeoutExpired:
-            status, tail = "timed out (counted killed)", []
-    finally:
-        path.write_bytes(original)
+            path.write_text(text.replace(mutant.old, mutant.new))
+            status, tail = _pytest([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                    *mutant.tests], timeout)
+        finally:
+            path.write_bytes(original)
     return {"id": mutant.id, "file": mutant.path, "tests": list(mutant.tests), "status": status,
-            "seconds": round(time.monotonic() - started, 1), "pytest": tail[0] if tail else ""}
+            "seconds": round(time.monotonic() - started, 1), "pytest": tail}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--only", nargs="+", metavar="ID", help="run these mutants only")
+    parser.add_argument("--extension", action="store_true",
+                        help="also the C++ extension's mutants (each an out-of-tree build: minutes)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant (default 900)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON summary (default {RESULTS})")
     args = parser.parse_args(argv)
+    mutants = MUTANTS + (EXTENSION_MUTANTS if args.extension or args.list else ())
     if args.list:
-        for m in MUTANTS:
+        for m in mutants:
             print(f"{m.id:32s} {m.path}  ({', '.join(m.tests)})")
         return 0
-    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
-    unknown = set(args.only or ()) - {m.id for m in MUTANTS}
+    chosen = [m for m in mutants if not args.only or m.id in args.only]
+    unknown = set(args.only or ()) - {m.id for m in mutants}
     if unknown:
         print(f"mutate: unknown mutants {sorted(unknown)}; see --list", file=sys.stderr)
         return 2
