@@ -9,6 +9,7 @@ DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
 .PHONY: demo test install clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
+.PHONY: lint mutate
 
 install: $(STAMP)
 
@@ -27,8 +28,30 @@ $(STAMP): requirements.txt setup.py pyproject.toml $(wildcard csrc/*)
 	$(if $(CI),ATTNFAST_REQUIRE_EXT=1) $(VPY) -m pip install --quiet --no-build-isolation -e .
 	@touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# --- lint and mutation check (issue 30) -----------------------------------------------------
+# lint: ruff (pyproject [tool.ruff]) and import-linter's layer contracts (pyproject
+# [tool.importlinter]), both from requirements-dev.txt; `make test` runs it before pytest.
+# mutate: single-site bugs in reference/, ops/ and the loss code, each run against the tests of its
+# file (bench/mutate.py; score in the README); slow, not part of `make test`.
+# make mutate MUTATE_ARGS=--extension adds the C++ mutants (each an out-of-tree build).
+DEV_STAMP := $(VENV)/.attnfast-dev-installed
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(DEV_STAMP)
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+MUTATE_ARGS ?=
+
+mutate: $(STAMP)
+	$(VPY) bench/mutate.py $(MUTATE_ARGS)
+# --- end lint and mutation check ------------------------------------------------------------
 
 gpu-test: $(STAMP)
 	$(VPY) -m pytest -q -m gpu

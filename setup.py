@@ -62,7 +62,7 @@ def _extension_modules():
     try:
         import torch
         from torch.utils import cpp_extension
-    except Exception as exc:  # pragma: no cover - torch is a hard requirement of the package
+    except Exception as exc:  # pragma: no cover - torch is a hard requirement of the package  # noqa: BLE001
         _say(f"skipping the C++ extension: torch is not importable ({exc})")
         return [], {}
     cu_sources = sorted(glob.glob(os.path.join("csrc", "*.cu")))
@@ -104,7 +104,7 @@ def _extension_modules():
 def _version() -> str:
     """attnfast.__version__, the one place the version is written."""
     with open(os.path.join(ROOT, "attnfast", "__init__.py")) as handle:
-        return re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
+        return re.search(r'^__version__ = "([^"]+)"', handle.read(), re.MULTILINE).group(1)
 
 
 ext_modules, cmdclass = _extension_modules()

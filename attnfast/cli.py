@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from attnfast import __version__
+from attnfast.extras import run_cli
 
 # command -> (module whose main(argv) it runs, one line for the help). "bench" has no module: it
 # runs the scripts of the checkout's bench/ folder.
@@ -73,8 +74,8 @@ def benches() -> dict[str, Path]:
 
 def _bench_listing(scripts: dict[str, Path]) -> str:
     width = max(map(len, scripts))
-    lines = ["usage: attnfast bench NAME [ARGS ...]   (= python bench/NAME_bench.py ARGS; "
-             "'attnfast bench NAME --help' shows its options)", "", "benchmarks:"]
+    lines = [("usage: attnfast bench NAME [ARGS ...]   (= python bench/NAME_bench.py ARGS; "
+             "'attnfast bench NAME --help' shows its options)"), "", "benchmarks:"]
     for name, path in scripts.items():
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         lines.append(f"  {name:<{width}}  {doc.splitlines()[0] if doc else ''}")
@@ -109,8 +110,7 @@ def run_command(command: str, argv: list[str]) -> int:
         print(f"attnfast {command}: error: '{command}' is not installed in this version of attnfast "
               f"{__version__} (there is no module {module_name})", file=sys.stderr)
         return 2
-    module = importlib.import_module(module_name)
-    return module.main(argv)
+    return run_cli(f"attnfast {command}", lambda args: importlib.import_module(module_name).main(args), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from attnfast.config_errors import ConfigError
+from attnfast.config_original import convert_original_config, is_original_config
+
+__all__ = ["DEFAULTS", "ConfigError", "fill_defaults", "load_config", "merge_config", "parse_override"]
+
 DEFAULTS: dict = {
     "name": "shapes",
     "dataset": {
@@ -103,10 +108,6 @@ DEFAULTS: dict = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _merge(base: dict, override: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
@@ -170,7 +171,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
             loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping")
-        from attnfast.config_original import convert_original_config, is_original_config
         if is_original_config(loaded):  # the original AttnGAN's cfg/*.yml
             loaded = convert_original_config(loaded, source=str(path))
         config = _merge(config, loaded, "")

@@ -48,10 +48,15 @@ from __future__ import annotations
 import copy
 import logging
 
-from attnfast.config import ConfigError
+from attnfast.config_errors import ConfigError
 
-__all__ = ["ORIGINAL_DEFAULTS", "TRAIN_IMAGES", "NO_EFFECT_KEYS", "is_original_config",
-           "convert_original_config"]
+__all__ = [
+    "NO_EFFECT_KEYS",
+    "ORIGINAL_DEFAULTS",
+    "TRAIN_IMAGES",
+    "convert_original_config",
+    "is_original_config",
+]
 
 # The original's miscc/config.py defaults.
 ORIGINAL_DEFAULTS: dict = {

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from attnfast.extras import run_cli
+
 # Captions sampled at the end, per dataset.grid (positions must be the grid's own).
 DEMO_CAPTIONS = {
     3: ["a large red circle in the center",
@@ -44,9 +46,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
+    from attnfast.engine.devices import pick_device
     from attnfast.generation import sample_to_files
-    from attnfast.trainer.common import pick_device
-    from attnfast.trainer.pipeline import run_pipeline
+    from attnfast.pipeline import run_pipeline
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
@@ -85,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.demo", main))

@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
+
+from attnfast.extras import require_extra, run_cli
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Metric:
     flag: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, "Context"], dict]
+    run: Callable[[argparse.Namespace, Context], dict]
 
 
 @dataclass
@@ -62,7 +64,8 @@ class Context:
 def load_context(args: argparse.Namespace) -> Context:
     from attnfast.config import DEFAULTS, merge_config
     from attnfast.data import Vocabulary, shapes_vocabulary
-    from attnfast.trainer.common import build_image_encoder, build_text_encoder, pick_device
+    from attnfast.engine.devices import pick_device
+    from attnfast.models.build import build_image_encoder, build_text_encoder
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     if args.random_init:
@@ -123,7 +126,7 @@ def _generator(ctx: Context, what: str) -> torch.nn.Module:
     """The checkpoint's EMA generator (eval mode, on the device); ``what`` names the option needing it."""
     if ctx.state is None or "netG_ema" not in ctx.state:
         raise ValueError(f"{what} needs a GAN checkpoint (with netG_ema)")
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     net_g = build_generator(ctx.config)
     net_g.load_state_dict(ctx.state["netG_ema"])
     return net_g.to(ctx.device).eval()
@@ -198,7 +201,7 @@ def _add_vlms_arguments(parser: argparse.ArgumentParser) -> None:
 def run_vlms(args: argparse.Namespace, ctx: Context) -> dict:
     """VLMS of the test pairs (and of shuffled pairs, the chance reference); see metrics/vlms.py."""
     from attnfast.metrics.vlms import vlms
-    from attnfast.trainer.vlm import load_matching_block
+    from attnfast.models.build import load_matching_block
     path = args.vlm or (args.checkpoint if isinstance(ctx.state, dict) and "msb" in ctx.state else None)
     if path is None:
         raise ValueError("--vlms needs the matching block: pass --vlm vlm.pt (from --stage vlm)")
@@ -253,8 +256,8 @@ def _inception_results(args: argparse.Namespace, ctx: Context | None) -> dict:
     ``args``: --is and --fid share it)."""
     if getattr(args, "_inception_results", None) is not None:
         return args._inception_results
+    from attnfast.engine.devices import pick_device
     from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
-    from attnfast.trainer.common import pick_device
     if args.samples is None and (ctx is None or ctx.state is None or "netG_ema" not in ctx.state):
         raise ValueError("--is/--fid need images: --samples DIR, or a GAN --checkpoint (with netG_ema)")
     if args.fid and args.real is None and args.samples is not None:
@@ -299,10 +302,10 @@ def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
     """R-precision (DM-GAN protocol, sentence cosine, --folds default 10), IS (with
     --inception-weights) and FID (with --real too) of released weights in one pass."""
     from attnfast.data.attngan_layout import AttnGANDataset
+    from attnfast.engine.devices import pick_device
     from attnfast.metrics.inception_metrics import InceptionMetrics, load_inception_features
     from attnfast.metrics.paper_eval import evaluate_generator
     from attnfast.models import released
-    from attnfast.trainer.common import pick_device
     needed = {"--netG": args.netG, "--text-encoder": args.text_encoder,
               "--image-encoder": args.image_encoder, "--data-dir": args.data_dir}
     if any(v is None for v in needed.values()):
@@ -338,6 +341,9 @@ def run_paper(args: argparse.Namespace, ctx: Context | None) -> dict:
     return {**result, "test_items": len(records), "words_num": words_num,
             "inception_weights": args.inception_weights, "real": args.real}
 
+
+# metrics computed with torchmetrics (the ``metrics`` extra); --netG's default "paper" too
+NEEDS_TORCHMETRICS = ("inception_score", "fid", "paper")
 
 METRICS: dict[str, Metric] = {
     "r_precision": Metric("--r-precision", "R-precision of the DAMSM encoders (AttnGAN protocol)",
@@ -397,6 +403,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     chosen = [name for name in METRICS if getattr(args, name)]
+    if any(name in NEEDS_TORCHMETRICS for name in chosen) or (args.netG is not None and not chosen):
+        require_extra("metrics")  # IS / FID: one line naming torchmetrics and exit 2 when missing
     try:
         standalone = {"--samples": (args.samples, IMAGE_METRICS), "--netG": (args.netG, RELEASED_METRICS)}
         for flag, (value, allowed) in standalone.items():
@@ -424,4 +432,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.eval", main))

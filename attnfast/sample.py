@@ -15,11 +15,19 @@ import logging
 import sys
 from pathlib import Path
 
+from attnfast.extras import run_cli
+
 # The generation core is the library; these names stay importable from here for existing callers.
-from attnfast.generation import (GenerationError, encode_captions, fixed_noise, generate,  # noqa: F401
-                                 load_generator, load_released)
+from attnfast.generation import (  # noqa: F401
+    GenerationError,
+    encode_captions,
+    fixed_noise,
+    generate,
+    load_generator,
+    load_released,
+)
+from attnfast.generation import sample_to_files as sample
 from attnfast.generation.loading import add_model_arguments, models_from_args
-from attnfast.generation import sample_to_files as sample  # noqa: F401
 
 SampleError = GenerationError
 
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from attnfast.trainer.common import pick_device
+    from attnfast.engine.devices import pick_device
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -95,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.sample", main))

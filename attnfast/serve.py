@@ -13,23 +13,28 @@ import argparse
 import logging
 import sys
 
-import uvicorn
+from attnfast.extras import require_extra, run_cli
 
 LOG = logging.getLogger("attnfast")
 
 
-class AnnouncingServer(uvicorn.Server):
+def announcing_server(config):
     """uvicorn's server that prints, whatever the log level, the address it listens on once it does
-    (the actual port with --port 0): ``attnfast.serve: listening on http://HOST:PORT/``."""
+    (the actual port with --port 0): ``attnfast.serve: listening on http://HOST:PORT/``. uvicorn is
+    imported here (the ``serve`` extra, checked by :func:`main` before anything else)."""
+    import uvicorn
 
-    async def startup(self, sockets=None):
-        await super().startup(sockets)
-        if self.started:
-            for server in self.servers:
-                for sock in server.sockets:
-                    host, port = sock.getsockname()[:2]
-                    host = f"[{host}]" if ":" in host else host
-                    print(f"attnfast.serve: listening on http://{host}:{port}/", flush=True)
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:
+                for server in self.servers:
+                    for sock in server.sockets:
+                        host, port = sock.getsockname()[:2]
+                        host = f"[{host}]" if ":" in host else host
+                        print(f"attnfast.serve: listening on http://{host}:{port}/", flush=True)
+
+    return AnnouncingServer(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,13 +75,14 @@ def settings_from(args):
 
 
 def main(argv=None) -> int:
+    require_extra("serve")  # fastapi, uvicorn, prometheus_client: one line and exit 2 when missing
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
+        from attnfast.engine.devices import pick_device
         from attnfast.generation import SeededGenerator
         from attnfast.generation.loading import models_from_args
         from attnfast.serving import create_app
-        from attnfast.trainer.common import pick_device
         settings = settings_from(args)
         device = pick_device(args.device)
         models = models_from_args(args, device)
@@ -87,12 +93,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.serve: error: {exc}", file=sys.stderr)
         return 2
+    import uvicorn
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=None)
-    server = AnnouncingServer(config)
+    server = announcing_server(config)
     server.run()
     return 0 if server.started else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.serve", main))

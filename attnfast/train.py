@@ -23,9 +23,10 @@ import sys
 from attnfast.config import ConfigError, load_config
 from attnfast.engine.amp import AMP_MODES
 from attnfast.engine.amp import resolve as resolve_amp
+from attnfast.engine.devices import pick_device
+from attnfast.extras import run_cli
 from attnfast.trainer import distributed
-from attnfast.trainer.common import NonFiniteLoss, pick_device
-
+from attnfast.trainer.common import NonFiniteLoss
 
 DATASET_ON_DEVICE_MB = 8192.0
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
             if args.steps is not None:
                 raise ValueError("--steps sets one stage's length; for the whole pipeline use "
                                  "--set damsm.steps=N --set gan.steps=M")
-            from attnfast.trainer.pipeline import run_pipeline
+            from attnfast.pipeline import run_pipeline
             summary = run_pipeline(config, args.out, device, args.amp, progress=not args.no_progress,
                                    speed=speed_options(args))
         elif args.stage == "damsm":
@@ -127,4 +128,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("attnfast.train", main))

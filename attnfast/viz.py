@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from attnfast.data.grid import make_grid_image
+from attnfast.engine.files import atomic_write
 
 
 def normalise_map(attn: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,6 @@ def attention_figure(stage_images: list[torch.Tensor], stage_attn: list[torch.Te
 
 def save_png(image: Image.Image | np.ndarray, path: Path) -> None:
     """Write a PNG atomically."""
-    from attnfast.engine.files import atomic_write
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     atomic_write(path, lambda stream: image.save(stream, format="PNG"))

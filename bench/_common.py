@@ -31,7 +31,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,11 +42,11 @@ def _git_commit() -> str:
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
+                             timeout=10, check=False)
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except Exception:
+    except Exception:  # noqa: BLE001 - no git: the commit is unknown
         return "unknown"
 
 
@@ -77,7 +77,7 @@ def device_info(device: torch.device) -> dict:
     try:
         import triton
         triton_version = triton.__version__
-    except Exception:
+    except Exception:  # noqa: BLE001 - no usable triton: no version
         triton_version = None
     return {
         "device": device_name(device),
@@ -187,9 +187,9 @@ def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -
 
     cells = [[cell(r, k, f) for k, _, f in columns] for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
-    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True)))
     for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
 
 
 @contextlib.contextmanager

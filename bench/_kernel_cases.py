@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-
 from _triton_aot import Launch, capture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -82,7 +82,7 @@ def aot_unavailable() -> str | None:
         from triton.backends.compiler import GPUTarget  # noqa: F401
         from triton.compiler import ASTSource, make_backend  # noqa: F401
         from triton.runtime.jit import JITFunction, create_function_from_signature  # noqa: F401
-    except Exception as exc:  # an old or broken Triton
+    except Exception as exc:  # noqa: BLE001 - an old or broken Triton
         return f"the Triton compiler API is missing ({exc.__class__.__name__}: {exc})"
     if not hasattr(JITFunction, "_pack_args"):
         return f"triton {triton.__version__} has no JITFunction._pack_args (the JIT's argument packing)"
@@ -152,7 +152,7 @@ def res_usage(binary: bytes, suffix: str = ".cubin", cuobjdump: str | None = Non
         path = os.path.join(tmp, "kernel" + suffix)
         with open(path, "wb") as f:
             f.write(binary)
-        done = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"cuobjdump -res-usage failed: {done.stderr.strip()[-500:]}")
     found, current, arch = {}, None, None
@@ -183,10 +183,10 @@ def compile_spec(spec: dict) -> dict:
     try:
         compiled = triton.compile(ASTSource(kernel, spec["signature"], spec["constexprs"], spec["attrs"]),
                                   target=GPUTarget("cuda", spec["arch"], 32), options=spec["options"])
-    except Exception as exc:  # a compile error is a result of the report, not its failure
+    except Exception as exc:  # noqa: BLE001 - a compile error is a result of the report, not its failure
         return {"error": f"{exc.__class__.__name__}: {str(exc)[-1500:]}"}
     seconds = time.perf_counter() - start
-    usage = list(res_usage(compiled.asm["cubin"]).values())[0]
+    usage = next(iter(res_usage(compiled.asm["cubin"]).values()))
     metadata = compiled.metadata
     return {"registers": usage["registers"], "spill_bytes": usage["stack"] + usage["local"],
             "shared": usage["static_shared"] + metadata.shared,

@@ -55,6 +55,7 @@ def parse_rows(names: str, custom: list[str]) -> dict:
 def run_worker(args) -> None:
     """Train one row for the budget (in chunks of 25 steps) and evaluate it; writes result.json."""
     import torch
+
     from attnfast.config import load_config
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
     from attnfast.trainer.gan import GANTrainer
@@ -108,7 +109,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| row | overrides | seeds | GAN steps | colour | size | shape | object | pointing | R-prec | diversity |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, group in by_name.items():
-        def mean(key):
+        def mean(key, group=group):  # bound: a closure over the loop variable
             values = [r[key] for r in group if r.get(key) is not None]
             return sum(values) / len(values) if values else None
         cells = []
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
                    "--threads", str(args.threads), "--clock", args.clock, "--overrides", json.dumps(rows[name])]
             if args.steps is not None:
                 cmd += ["--steps", str(args.steps)]
-            log = open(work / "log.txt", "w")
+            log = open(work / "log.txt", "w")  # noqa: SIM115 - the worker subprocess writes it while it runs
             running.append((name, seed, work, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
             print(f"started {name} seed {seed}", flush=True)
         time.sleep(2)
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
                               f"--row '{name}={';'.join(rows[name])}' --seeds {seed} --threads {args.threads}")}
             done[(name, seed)] = row
             print(json.dumps(row), flush=True)
-    from _common import device_info
     import torch
+    from _common import device_info
     results = {"meta": {**device_info(torch.device("cpu")), "config": args.config, "damsm": args.damsm,
                         "budget_s": args.budget_s, "clock": args.clock, "steps": args.steps, "threads_per_row": args.threads,
                         "parallel_rows": args.jobs},

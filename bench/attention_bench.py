@@ -27,8 +27,18 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
 from attnfast import ops, reference  # noqa: E402
 from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
@@ -159,7 +169,7 @@ def bench_one(fn, size, dtype, device, args):
         return torch.autograd.grad(fn(hg, wg, mask), (hg, wg), grad)
 
     result = {}
-    for pass_name, run in zip(PASSES, (forward, forward_backward)):
+    for pass_name, run in zip(PASSES, (forward, forward_backward), strict=True):
         seconds = time_fn(run, device, warmup=args.warmup, reps=args.reps)
         result[pass_name] = (seconds, peak_memory(run, device))
     return result, err
@@ -214,7 +224,7 @@ def main(argv=None):
             dname = str(dtype).split(".")[-1]
             try:
                 timings, err = bench_one(fn, size, dtype, device, args)
-            except Exception as exc:  # a backend that cannot run this size is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot run this size is reported, not fatal
                 print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
                 continue
             for pass_name, (seconds, peak) in timings.items():

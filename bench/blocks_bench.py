@@ -34,8 +34,19 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, device_info, gpu_quick_timing, matmul_rate, peak_memory,  # noqa: E402
-                     predicted_lower_bounds, print_table, time_fn, write_results)
+import itertools
+
+from _common import (
+    add_gpu_quick,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
 from attnfast import ops  # noqa: E402
 from attnfast.models.inference import fuse_for_inference  # noqa: E402
@@ -58,7 +69,7 @@ def build(kind: str, cin: int, cout: int, backend: str) -> nn.Module:
         module = ops.ResBlock(cin, backend=backend)
     else:
         chans = [cin >> i for i in range(5)]                             # 512, 256, 128, 64, 32
-        module = nn.Sequential(*[ops.upBlock(a, b, backend=backend) for a, b in zip(chans, chans[1:])])
+        module = nn.Sequential(*[ops.upBlock(a, b, backend=backend) for a, b in itertools.pairwise(chans)])
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -76,7 +87,7 @@ def conv_flops(kind: str, cin: int, cout: int, res: int, batch: int) -> int:
     if kind == "res":
         return 2 * batch * res * res * 9 * (cin * 2 * cin + cin * cin)
     chans = [cin >> i for i in range(5)]
-    return sum(conv_flops("up", a, b, res << i, batch) for i, (a, b) in enumerate(zip(chans, chans[1:])))
+    return sum(conv_flops("up", a, b, res << i, batch) for i, (a, b) in enumerate(itertools.pairwise(chans)))
 
 
 def predicted_cases() -> list[dict]:
@@ -129,7 +140,7 @@ def variants(device, use_compile):
     other = "nchw" if device.type == "cuda" else "nhwc"
     table.append((f"fused-{other}", torch.float32,
                   lambda m: fuse_for_inference(m, channels_last=other == "nhwc"), ("infer",)))
-    ok, why = triton_usable(device)
+    ok, _why = triton_usable(device)
     notes.append("fast = " + ("sub-pixel conv + fused Triton BN/GLU" if device.type == "cuda" and ok
                               else "sub-pixel conv + PyTorch BN/GLU (CPU: no Triton outside its interpreter)"))
     return table, notes
@@ -241,12 +252,12 @@ def main(argv=None):
                 try:
                     for pass_name, run, err in runners(make, base_module, x.to(dtype), expected, passes):
                         prepared.append((name, dtype, pass_name, run, err))
-                except Exception as exc:  # a variant that cannot run here is reported, not fatal
+                except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                     print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
             seconds = time_all([p[3] for p in prepared], device, args)
             peaks = [peak_memory(p[3], device) for p in prepared]
-            base = {(p[2], p[1]): t for p, t in zip(prepared, seconds) if p[0] == "original"}
-            for (name, dtype, pass_name, _, err), sec, peak in zip(prepared, seconds, peaks):
+            base = {(p[2], p[1]): t for p, t in zip(prepared, seconds, strict=True) if p[0] == "original"}
+            for (name, dtype, pass_name, _, err), sec, peak in zip(prepared, seconds, peaks, strict=True):
                 pass_flops = flops * (3 if pass_name == "fwd+bwd" else 1)
                 rows.append({
                     "size": label, "variant": name, "dtype": str(dtype).split(".")[-1],

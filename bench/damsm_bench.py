@@ -36,8 +36,18 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     peak_memory, predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
 from attnfast import ops, reference  # noqa: E402
 from attnfast.ops._dispatch import extension_usable, triton_usable  # noqa: E402
@@ -129,7 +139,7 @@ def bench_one(fn, size, dtype, device, args, expected):
     loss = sum(forward()).double()
     err = ((loss - expected).abs() / expected.abs()).item()
     result = {}
-    for pass_name, run in zip(PASSES, (forward, forward_backward)):
+    for pass_name, run in zip(PASSES, (forward, forward_backward), strict=True):
         seconds = time_fn(run, device, warmup=args.warmup, reps=args.reps)
         result[pass_name] = (seconds, peak_memory(run, device))
     return result, err
@@ -191,7 +201,7 @@ def main(argv=None):
             torch.manual_seed(size[0])  # every backend sees the inputs of reference_loss
             try:
                 timings, err = bench_one(fn, size, dtype, device, args, expected)
-            except Exception as exc:  # a backend that cannot run here is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
                 print(f"  {label} {name} {dname}: failed ({exc.__class__.__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
                 continue

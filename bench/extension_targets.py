@@ -28,10 +28,18 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, copy_bandwidth, device_info, gpu_quick_timing, matmul_rate,  # noqa: E402
-                     print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    copy_bandwidth,
+    device_info,
+    gpu_quick_timing,
+    matmul_rate,
+    print_table,
+    time_fn,
+    write_results,
+)
 
-import attnfast.ops as ops  # noqa: E402
+from attnfast import ops
 from attnfast import reference as R  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -70,9 +78,9 @@ def attention_rows(quick: bool, reps: int, copy_rate: float, smoke: bool = False
         mask = torch.arange(num_words)[None, :] >= lens[:, None]
         floor_bytes = 4 * (h.numel() * 2 + words.numel())  # read h and words, write out
         runs = {
-            "cpu": lambda: ops.word_region_attention(h, words, mask, backend="cpu"),
-            "reference": lambda: R.word_region_attention(h, words, mask),
-            "original": lambda: R.global_attention_general_original(h, words, mask),
+            "cpu": lambda h=h, words=words, mask=mask: ops.word_region_attention(h, words, mask, backend="cpu"),
+            "reference": lambda h=h, words=words, mask=mask: R.word_region_attention(h, words, mask),
+            "original": lambda h=h, words=words, mask=mask: R.global_attention_general_original(h, words, mask),
         }
         with torch.no_grad():
             times = _interleaved(runs, reps, warmup=2)
@@ -119,7 +127,7 @@ def damsm_rows(quick: bool, reps: int, sgemm_rate: float, smoke: bool = False) -
         # runs these 6 when the forward keeps its intermediates, 8 when the backward recomputes).
         flops = 6 * 2 * side * side * dim * int(lens.sum()) * batch
 
-        def step(loss_fn, budget=None, **kw):
+        def step(loss_fn, budget=None, lens=lens, **kw):  # lens bound: the loop's variable
             a, b = img.clone().requires_grad_(), words.clone().requires_grad_()
             with _save_budget(budget):
                 loss0, loss1, _ = loss_fn(a, b, labels, lens, None, batch, **kw)
@@ -176,8 +184,8 @@ def cuda_rows(device: torch.device) -> list[dict]:
             times = {}
             for backend in ("cuda", "triton"):
                 try:
-                    times[backend] = time_fn(lambda: fn(backend, backward), device)
-                except Exception as exc:  # a backend that cannot run is reported, not fatal
+                    times[backend] = time_fn(lambda fn=fn, backend=backend, backward=backward: fn(backend, backward), device)
+                except Exception as exc:  # noqa: BLE001 - a backend that cannot run is reported, not fatal
                     print(f"  {op} {backend} {dtype}: failed ({exc.__class__.__name__}: {str(exc)[:200]})")
             rows.append({"op": op, "shape": shape, "dtype": str(dtype).split(".")[-1],
                          "cuda_ms": times["cuda"] * 1e3 if "cuda" in times else None,

@@ -68,7 +68,7 @@ class Log:
     """Every part's output, in OUT/gpu_check.log and on stdout."""
 
     def __init__(self, path: str):
-        self.file = open(path, "a")
+        self.file = open(path, "a")  # noqa: SIM115 - open for the whole check, like stdout
 
     def write(self, text: str) -> None:
         sys.stdout.write(text)
@@ -90,7 +90,7 @@ def run_part(log: Log, name: str, command: list[str], timeout: float, env: dict 
         log.write(f"----- {name}: could not start ({exc})\n")
         return {"part": name, "rc": None, "seconds": 0.0, "status": f"not started: {exc}"}
     # a thread streams the output, so that a part that hangs still shows how far it got
-    saved = open(save_to, "w") if save_to else None
+    saved = open(save_to, "w") if save_to else None  # noqa: SIM115 - the reader thread writes it; closed below
 
     def stream():
         for line in proc.stdout:
@@ -242,8 +242,8 @@ def targets(results: dict) -> list[dict]:
 
 def write_summary(out_dir: str, parts: list[dict], results: dict, meta: dict) -> str:
     rows = targets(results)
-    lines = [f"gpu-check {'DRY RUN (CPU, tiny shapes)' if meta['dry_run'] else ''} "
-             f"{meta['device']} {meta['date']}", "", "parts:"]
+    lines = [(f"gpu-check {'DRY RUN (CPU, tiny shapes)' if meta['dry_run'] else ''} "
+             f"{meta['device']} {meta['date']}"), "", "parts:"]
     lines += [f"  {p['part']:<12} {p['status']:<22} {p['seconds']:>7.1f} s" for p in parts]
     lines += ["", "targets (measured vs wanted; '-' = not measured in this run):"]
     for t in rows:

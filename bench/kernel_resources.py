@@ -93,7 +93,7 @@ def _config_text(spec: dict, kernel) -> str:
 def triton_report(archs: list[int], jobs: int, progress=print) -> tuple[list[dict], list[str]]:
     """Rows (one per distinct compiled binary) and the names of every kernel in kernels/."""
     import _kernel_cases
-    from _triton_aot import jit_functions, specialize, compile_spec
+    from _triton_aot import compile_spec, jit_functions, specialize
     from triton.compiler import ASTSource
 
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def triton_report(archs: list[int], jobs: int, progress=print) -> tuple[list[dic
         results = list(pool.map(compile_spec, [specs[k][0] for k in keys], chunksize=1))
     progress(f"triton: compiled in {time.perf_counter() - start:.0f} s")
     rows = []
-    for key, result in zip(keys, results):
+    for key, result in zip(keys, results, strict=True):
         spec, kernel = specs[key]
         cases = uses[key]
         row = {"source": "triton", "kernel": spec["name"], "module": spec["module"].split(".")[-1],
@@ -151,8 +151,8 @@ def _demangle(names: list[str]) -> dict:
     filt = shutil.which("c++filt")
     if not filt or not names:
         return {n: n for n in names}
-    done = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, timeout=60)
-    return dict(zip(names, done.stdout.splitlines())) if done.returncode == 0 else {n: n for n in names}
+    done = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, timeout=60, check=False)
+    return dict(zip(names, done.stdout.splitlines(), strict=True)) if done.returncode == 0 else {n: n for n in names}
 
 
 def _launch_config(function: str, words: int):
@@ -176,7 +176,7 @@ def nvcc_report(archs: list[int], words: int) -> tuple[list[dict], str | None]:
             for arch in archs:
                 command += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
             command += [os.path.join(ROOT, "csrc", source), "-o", os.path.join(tmp, "k.o")]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0:
             rows.append({"source": "nvcc", "kernel": source, "arch": None, "tier": "model",
                          "error": done.stderr[-2000:]})
@@ -282,8 +282,8 @@ def markdown_summary(section: dict, arch: int = 90) -> str:
         low, high = min(values), max(values)
         return f"{low}" if low == high else f"{low}-{high}"
 
-    lines = [f"| kernel (sm_{arch}, model shapes) | dtype | binaries | registers | shared KB | spill B | "
-             f"warps/SM ({'H100' if arch == 90 else 'A100'}) |", "|---|---|---|---|---|---|---|"]
+    lines = [(f"| kernel (sm_{arch}, model shapes) | dtype | binaries | registers | shared KB | spill B | "
+             f"warps/SM ({'H100' if arch == 90 else 'A100'}) |"), "|---|---|---|---|---|---|---|"]
     for (cuda, module, kernel, dtype), rows in sorted(groups.items()):
         name = f"{'csrc/' if cuda else 'kernels/'}{module}{'' if cuda else '.py'} `{kernel}`"
         lines.append(f"| {name} | {dtype} | {len(rows)} | {span([r['registers'] for r in rows])} | "
@@ -297,13 +297,13 @@ def _versions() -> dict:
     nvcc = shutil.which("nvcc")
     nvcc_version = None
     if nvcc:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
         match = re.search(r"release ([\d.]+), V([\d.]+)", out)
         nvcc_version = match.group(2) if match else out.strip().splitlines()[-1]
     ptxas = None
     from _triton_aot import tool_path
     if tool_path("ptxas"):
-        out = subprocess.run([tool_path("ptxas"), "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run([tool_path("ptxas"), "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
         match = re.search(r"V([\d.]+)", out)
         ptxas = match.group(1) if match else None
     return {"triton": triton.__version__, "triton_ptxas": ptxas, "nvcc": nvcc_version,

@@ -26,17 +26,26 @@ from functools import partial
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, backend_env, device_info, gpu_quick_timing, peak_memory,  # noqa: E402
-                     predicted_lower_bounds, print_table, time_fn, write_results)
+from _common import (
+    add_gpu_quick,
+    backend_env,
+    device_info,
+    gpu_quick_timing,
+    peak_memory,
+    predicted_lower_bounds,
+    print_table,
+    time_fn,
+    write_results,
+)
 
 from attnfast.engine.graphed_generator import GraphedGenerator  # noqa: E402
+from attnfast.generation import generate  # noqa: E402
 from attnfast.models import G_NET, RNN_ENCODER  # noqa: E402
 from attnfast.models.inference import fuse_for_inference  # noqa: E402
-from attnfast.generation import generate  # noqa: E402
 
-FULL = {"width": dict(ngf=32, nef=256, ncf=100, z_dim=100, r_num=2), "word_dim": 300,
+FULL = {"width": {"ngf": 32, "nef": 256, "ncf": 100, "z_dim": 100, "r_num": 2}, "word_dim": 300,
         "resolutions": {64: 1, 256: 3}, "batches": (1, 64, 256)}
-QUICK = {"width": dict(ngf=8, nef=32, ncf=8, z_dim=8, r_num=1), "word_dim": 16,
+QUICK = {"width": {"ngf": 8, "nef": 32, "ncf": 8, "z_dim": 8, "r_num": 1}, "word_dim": 16,
          "resolutions": {64: 1, 128: 2}, "batches": (1, 16)}
 GPU_QUICK = dict(FULL, resolutions={64: 1, 256: 3}, batches=(256,), batches_at={256: (64,)})
 SMOKE = dict(QUICK, resolutions={64: 1}, batches=(2,))
@@ -120,13 +129,14 @@ def main(argv=None):
                 model = fused if fuse else netG
                 fn = partial(generate, model, text, words_num=WORDS_NUM, amp=amp, packed=not graphs, eps=eps)
                 run = GraphedGenerator(fn, batch, device, graphs,
-                                       validate=lambda c, n: text._validate(c, n, WORDS_NUM))
+                                       validate=lambda c, n, text=text: text._validate(c, n, WORDS_NUM))
                 with backend_env(backend):
                     try:
                         images = run(captions, lens, noise)[0][-1].float().cpu()
-                        seconds = time_fn(lambda: run(captions, lens, noise), device, warmup=1, reps=reps)
-                        peak = peak_memory(lambda: run(captions, lens, noise), device)
-                    except Exception as exc:  # reported, not fatal
+                        step = partial(run, captions, lens, noise)
+                        seconds = time_fn(step, device, warmup=1, reps=reps)
+                        peak = peak_memory(step, device)
+                    except Exception as exc:  # noqa: BLE001 - reported, not fatal
                         print(f"  {resolution} B{batch} {name}: failed ({exc.__class__.__name__}: {str(exc)[:300]})")
                         continue
                 if name == "original":

@@ -191,7 +191,7 @@ def main(argv=None):
                         "errors": sum(r["errors"] for r in runs)})
     dynamic, single = summary
     ratios = [a["images_per_s"] / b["images_per_s"] for a, b in
-              zip([r for r in rows if r["mode"] == dynamic["mode"]], [r for r in rows if r["mode"] == single["mode"]])]
+              zip([r for r in rows if r["mode"] == dynamic["mode"]], [r for r in rows if r["mode"] == single["mode"]], strict=True)]
     dynamic["speedup_vs_batch_1"] = statistics.median(ratios)
     dynamic["speedup_min"], dynamic["speedup_max"] = min(ratios), max(ratios)
     print(f"\n{clients} clients x {args.n} image(s) per request, {args.repeats} x {args.seconds:.0f} s per mode "

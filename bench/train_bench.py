@@ -30,12 +30,12 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_gpu_quick, backend_env, device_info, matmul_rate, peak_memory,  # noqa: E402
-                     print_table, write_results)
+from _common import add_gpu_quick, backend_env, device_info, matmul_rate, peak_memory, print_table, write_results
 
 from attnfast.config import load_config  # noqa: E402
 from attnfast.trainer.damsm import train_damsm  # noqa: E402
@@ -131,10 +131,10 @@ def bench_model(name, device, args, mm_rate, damsm_dir):
                 entry = {"variant": variant, "amp": amp, "backend": backend, "trainer": trainer, "runs": []}
                 if not interleave:
                     entry["runs"] = [time_run(trainer, batch, device, args.steps) for _ in range(args.runs)]
-                    entry["peak"] = peak_memory(lambda: trainer.train_step(batch), device)
+                    entry["peak"] = peak_memory(partial(trainer.train_step, batch), device)
                     entry["trainer"] = _summary(trainer)
                     del trainer
-            except Exception as exc:  # a variant that cannot run here is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                 print(f"  {name} {variant}: failed ({exc.__class__.__name__}: {str(exc)[:300]})")
                 continue
         live.append(entry)

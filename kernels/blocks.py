@@ -12,7 +12,6 @@ batch statistics, because torch.library cannot attach autograd to a mutating op)
   epilogue (no autograd).
 Importing this module raises ImportError when Triton is missing (the dispatcher reports it).
 """
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from attnfast.reference.blocks import BatchNormParams
 
 
 @torch.library.custom_op("attnfast::bn_act", mutates_args=())
-def _bn_act_op(y: Tensor, weight: Tensor, bias: Tensor, residual: Optional[Tensor],
-               running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+def _bn_act_op(y: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None,
+               running_mean: Tensor | None, running_var: Tensor | None, training: bool,
                eps: float, glu: bool, subpixel: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _kernels.check_inputs(y, weight, bias, residual, glu, subpixel, training)
     return _kernels.bn_act_forward(y, weight, bias, residual, running_mean, running_var, training,
@@ -71,7 +70,7 @@ _bn_act_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.library.custom_op("attnfast::affine_act", mutates_args=())
-def _affine_act_op(y: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor], glu: bool,
+def _affine_act_op(y: Tensor, scale: Tensor, shift: Tensor, residual: Tensor | None, glu: bool,
                    subpixel: bool) -> Tensor:
     return _kernels.affine_act(y, scale, shift, residual, glu, subpixel)
 

@@ -202,9 +202,9 @@ def _stats_kernel(y_ptr, mean_part_ptr, m2_part_ptr, cnt_part_ptr,
     count = tl.zeros([BLOCK_C * (4 if (CL and SUB) else 1)], dtype=tl.float32)
     mean = tl.zeros_like(count)
     m2 = tl.zeros_like(count)
-    for i in range(0, TILES):
+    for i in range(TILES):
         t = pid_s * TILES + i
-        b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+        b, ph, ip, jp, q, k, _in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      K, CL, SUB, BIG, BLOCK_P, BLOCK_C)
         offs = _y_offsets(b, ph, ip, jp, q, k, s_b, s_c, s_h, s_w, CL, SUB, FLAT)
         x = tl.load(y_ptr + offs, mask=valid, other=0.0).to(tl.float32)
@@ -219,7 +219,7 @@ def _stats_kernel(y_ptr, mean_part_ptr, m2_part_ptr, cnt_part_ptr,
         m2 += tile_m2 + delta * delta * count * frac
         count = total
     # the channel-axis coordinates (the same for every tile of this program)
-    b, ph, ip, jp, q, k, in_range, valid = _tile(0, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+    b, ph, ip, jp, q, k, _in_range, valid = _tile(0, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                  K, CL, SUB, BIG, BLOCK_P, BLOCK_C)
     part = _partial_offsets(pid_s, ph, k, K, CL, SUB)
     tl.store(mean_part_ptr + part, mean, mask=k < K)
@@ -272,7 +272,7 @@ def _apply_kernel(y_ptr, out_ptr, res_ptr, scale_ptr, shift_ptr,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """out = GLU(y * scale + shift) or y * scale + shift + residual, one tile per program."""
     NPH: tl.constexpr = 4 if SUB else 1
-    b, ph, ip, jp, q, k, in_range, valid = _tile(tl.program_id(0), tl.program_id(1), N_TILES, QB,
+    b, ph, ip, jp, q, k, _in_range, valid = _tile(tl.program_id(0), tl.program_id(1), N_TILES, QB,
                                                  B_PLANE, PLANE, Wp, H, W, C_OUT, CL, SUB, BIG,
                                                  BLOCK_P, BLOCK_C)
     offs = _y_offsets(b, ph, ip, jp, q, k, s_b, s_c, s_h, s_w, CL, SUB, FLAT)
@@ -329,9 +329,9 @@ def _bwd_reduce_kernel(y_ptr, g_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr,
     dot_a = tl.zeros_like(sum_a)
     sum_g = tl.zeros_like(sum_a)
     dot_g = tl.zeros_like(sum_a)
-    for i in range(0, TILES):
+    for i in range(TILES):
         t = pid_s * TILES + i
-        b, ph, ip, jp, q, k, in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+        b, ph, ip, jp, q, k, _in_range, valid = _tile(t, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                      C_OUT, CL, SUB, BIG, BLOCK_P, BLOCK_C)
         offs = _y_offsets(b, ph, ip, jp, q, k, s_b, s_c, s_h, s_w, CL, SUB, FLAT)
         g_offs = _out_offsets(b, ph, ip, jp, q, k, g_b, g_c, g_h, g_w, CL, SUB, FLAT)
@@ -342,7 +342,7 @@ def _bwd_reduce_kernel(y_ptr, g_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr,
         if GLU:
             sum_g += _along_channels(dz_g, CL)
             dot_g += _along_channels(dz_g * xhat_g, CL)
-    b, ph, ip, jp, q, k, in_range, valid = _tile(0, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
+    b, ph, ip, jp, q, k, _in_range, valid = _tile(0, pid_c, N_TILES, QB, B_PLANE, PLANE, Wp, H, W,
                                                  C_OUT, CL, SUB, BIG, BLOCK_P, BLOCK_C)
     part = _partial_offsets(pid_s, ph, k, K, CL, SUB)
     k_ok = k < C_OUT
@@ -464,8 +464,8 @@ class _Plan:
         self.channel_blocks = triton.cdiv(channels, self.block_c)
         self.flat = _flat(y) and (geo.subpixel or all(_flat(t) for t in others))
         self.geometry = (self.n_tiles, self.qb, batch * geo.plane, geo.plane, geo.wp, geo.h, geo.w)
-        self.flags = dict(CL=self.cl, SUB=geo.subpixel, FLAT=self.flat, BIG=geo.big,
-                          BLOCK_P=self.block_p, BLOCK_C=self.block_c)
+        self.flags = {"CL": self.cl, "SUB": geo.subpixel, "FLAT": self.flat, "BIG": geo.big,
+                      "BLOCK_P": self.block_p, "BLOCK_C": self.block_c}
 
     def splits(self, device: torch.device) -> tuple[int, int]:
         """(splits, tiles per split) of a reduction launch: about 4 programs per SM in all."""
@@ -544,7 +544,7 @@ def bn_act_forward(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         plan = _Plan(y, geo, geo.k)
         splits, per_split = plan.splits(y.device)
         rows = plan.partial_rows(splits, geo.nph)
-        f32 = dict(device=y.device, dtype=torch.float32)
+        f32 = {"device": y.device, "dtype": torch.float32}
         mean_part, m2_part, cnt_part = (torch.empty((rows, geo.k), **f32) for _ in range(3))
         _log_compile("stats", y, plan.flags)
         _stats_kernel[(plan.channel_blocks, splits)](

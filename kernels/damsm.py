@@ -176,14 +176,14 @@ def _damsm_fwd_kernel(regions_ptr, words_ptr, lens_ptr, scores_ptr, attn_ptr,
     m, l, c_t = _context(regions_ptr, j, s_rb, s_rd, s_rr, D, R, e_tile, t_valid, gamma1,
                          BLOCK_R, BLOCK_D, BLOCK_T, PRECISION, UPCAST)
     e_t = tl.trans(e_tile).to(tl.float32)                                 # (BLOCK_T, BLOCK_D)
-    dots, c_norm, e_norm, q = _cosine_terms(c_t, e_t, eps)
+    dots, _c_norm, _e_norm, q = _cosine_terms(c_t, e_t, eps)
     score = _log_sum_exp(gamma2 * (dots / q), t_valid)
     tl.store(scores_ptr + j * n_sent + i, score)
     if RETURN_ATTN:
         # attn (B_img, B_sent, T, R) contiguous: a second pass with the final statistics.
         base = attn_ptr + (j * n_sent + i) * T * R
         for r0 in range(0, R, BLOCK_R):
-            v, p, r_valid = _word_probs(regions_ptr, j, r0, s_rb, s_rd, s_rr, D, R, e_tile,
+            _v, p, r_valid = _word_probs(regions_ptr, j, r0, s_rb, s_rd, s_rr, D, R, e_tile,
                                         t_valid, BLOCK_R, BLOCK_D, PRECISION, UPCAST)
             a = _region_attention(p, r_valid, t_valid, m, l, gamma1)
             offs_r = r0 + tl.arange(0, BLOCK_R)
@@ -281,8 +281,8 @@ def _config(D: int, R: int, T: int, backward: bool, regions: torch.Tensor) -> di
 def _dot_options(regions: torch.Tensor) -> dict:
     """fp32 inputs: IEEE fp32 dots (TF32 would exceed plain PyTorch's fp32 error); bf16 under the
     interpreter: upcast operands (see _mma)."""
-    return dict(PRECISION="ieee" if regions.dtype == torch.float32 else "tf32",
-                UPCAST=regions.device.type == "cpu" and regions.dtype == torch.bfloat16)
+    return {"PRECISION": "ieee" if regions.dtype == torch.float32 else "tf32",
+            "UPCAST": regions.device.type == "cpu" and regions.dtype == torch.bfloat16}
 
 
 def _log_compile(kind: str, dtype: torch.dtype, blocks: dict, device: torch.device) -> None:

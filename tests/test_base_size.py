@@ -1,14 +1,14 @@
 """model.base_size 32: a first stage at 32x32 (stages 32, 64[, 128]) for small CPU runs such as the demo."""
 import pytest
 import torch
+from test_train import TINY
 
 from attnfast.config import load_config
 from attnfast.models import D_NET, D_NET32, G_NET
+from attnfast.models.build import stage_resolutions
 from attnfast.sample import sample
-from attnfast.trainer import common
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
-from test_train import TINY
 
 
 @pytest.mark.parametrize("branch_num", [1, 2, 3])
@@ -17,7 +17,7 @@ def test_generator_stage_sides_halve_with_base_32(branch_num):
     words = torch.randn(3, 16, 5)
     mask = torch.zeros(3, 5, dtype=torch.bool)
     mask[1, 3:] = True
-    fakes, atts, mu, logvar = netG(torch.randn(3, 8), torch.randn(3, 16), words, mask)
+    fakes, atts, _mu, _logvar = netG(torch.randn(3, 8), torch.randn(3, 16), words, mask)
     assert [f.shape[-1] for f in fakes] == [32 * 2 ** i for i in range(branch_num)]
     assert all(f.shape[:2] == (3, 3) for f in fakes)
     assert [a.shape for a in atts] == [(3, 5, 32 * 2 ** i, 32 * 2 ** i) for i in range(branch_num - 1)]
@@ -43,12 +43,12 @@ def test_bad_base_size_is_refused():
     with pytest.raises(ValueError, match="base_size"):
         G_NET(ngf=4, nef=16, ncf=8, z_dim=8, base_size=48)
     with pytest.raises(ValueError, match="base_size"):
-        common.stage_resolutions(load_config(None, TINY + ["model.base_size=16"]))
+        stage_resolutions(load_config(None, TINY + ["model.base_size=16"]))
 
 
 def test_base_32_trains_and_samples(tmp_path):
     config = load_config(None, TINY + ["model.base_size=32"])
-    assert common.stage_resolutions(config) == (32, 64)
+    assert stage_resolutions(config) == (32, 64)
     cpu = torch.device("cpu")
     damsm = train_damsm(config, tmp_path, cpu, steps=2, progress=False)
     summary = train_gan(config, tmp_path, cpu, damsm["checkpoint"], steps=2, progress=False)

@@ -21,9 +21,10 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 
+from tolerances import DTYPES, assert_close  # noqa: E402
+
 from attnfast import ops, reference  # noqa: E402
 from attnfast.ops import blocks as op_blocks  # noqa: E402
-from tolerances import DTYPES, assert_close  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 needs_triton = pytest.mark.skipif(
@@ -93,7 +94,7 @@ def check_against_original(make, x: torch.Tensor, backend: str, dtype: torch.dty
     pooled = collections.defaultdict(lambda: ([], [], []))          # name -> (got, expected, base)
 
     def record(name, got, expected, base):
-        for bucket, t in zip(pooled[name], (got, expected, base)):
+        for bucket, t in zip(pooled[name], (got, expected, base), strict=True):
             bucket.append(t.detach().double().flatten())
 
     for draw in range(draws):
@@ -108,9 +109,9 @@ def check_against_original(make, x: torch.Tensor, backend: str, dtype: torch.dty
         assert got.dtype == dtype
         record("output", got, expected, base)
         names = ["d input"] + [f"d {n}" for n, _ in fast.named_parameters()]
-        for name, g, e, b in zip(names, got_grads, expected_grads, base_grads):
+        for name, g, e, b in zip(names, got_grads, expected_grads, base_grads, strict=True):
             record(name, g, e, b)
-        for i, (got_bn, exp_bn, base_bn) in enumerate(zip(_bns(fast), _bns(exact), _bns(baseline))):
+        for i, (got_bn, exp_bn, base_bn) in enumerate(zip(_bns(fast), _bns(exact), _bns(baseline), strict=True)):
             if exp_bn.running_mean is None:
                 assert got_bn.running_mean is None
                 continue
@@ -137,7 +138,7 @@ def test_subpixel_conv_equals_upsample_then_conv(shape, channels_last):
     assert_close(got, expected)
     upstream = torch.randn_like(expected)
     for a, b in zip(torch.autograd.grad(expected, (x, weight), upstream),
-                    torch.autograd.grad(got, (x, weight), upstream)):
+                    torch.autograd.grad(got, (x, weight), upstream), strict=True):
         assert_close(b, a)
 
 
@@ -336,7 +337,7 @@ def test_bn_act_handles_expanded_gradients_and_one_channel_blocks():
     dy, dweight, dbias = kernels.bn_act_backward(grad, y, weight, bias, mean, invstd, True, True, True)
     y64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (y, weight, bias))
     exp, _, _ = _expected(y64, w64, b64, zeros, ones, True, True, True, None)
-    for got, want in zip((dy, dweight, dbias), torch.autograd.grad(exp.sum(), (y64, w64, b64))):
+    for got, want in zip((dy, dweight, dbias), torch.autograd.grad(exp.sum(), (y64, w64, b64)), strict=True):
         assert_close(got, want)
 
 
@@ -395,7 +396,7 @@ def test_triton_blocks_under_torch_compile_fullgraph():
     (ref_dx,) = torch.autograd.grad(ref_out, x, grad)
     assert_close(out, ref_out.double())
     assert_close(dx, ref_dx.double())
-    for a, b in zip(_bns(model), _bns(eager)):
+    for a, b in zip(_bns(model), _bns(eager), strict=True):
         assert_close(a.running_var, b.running_var.double())
         assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 1
 
@@ -438,7 +439,7 @@ def test_gpu_training_step_captures_in_a_cuda_graph():
         for _ in range(2):
             torch.autograd.grad(model(x), [x] + params, grad)
     torch.cuda.current_stream().wait_stream(side)
-    for a, b in zip(_bns(model), _bns(eager)):              # same starting statistics as eager
+    for a, b in zip(_bns(model), _bns(eager), strict=True):              # same starting statistics as eager
         a.running_mean.copy_(b.running_mean)
         a.running_var.copy_(b.running_var)
         a.num_batches_tracked.copy_(b.num_batches_tracked)
@@ -451,9 +452,9 @@ def test_gpu_training_step_captures_in_a_cuda_graph():
     ref_out = eager(x)
     ref_grads = torch.autograd.grad(ref_out, [x] + list(eager.parameters()), grad)
     assert_close(out, ref_out.double())
-    for g, r in zip(grads, ref_grads):
+    for g, r in zip(grads, ref_grads, strict=True):
         assert_close(g, r.double())
-    for a, b in zip(_bns(model), _bns(eager)):
+    for a, b in zip(_bns(model), _bns(eager), strict=True):
         assert_close(a.running_var, b.running_var.double())
         assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
 

@@ -23,8 +23,8 @@ def _console_script() -> str:
 
 
 def test_console_script_and_python_m_print_the_same_help_listing_every_command():
-    script = subprocess.run([_console_script(), "--help"], capture_output=True, text=True, timeout=120)
-    module = subprocess.run([sys.executable, "-m", "attnfast"], capture_output=True, text=True, timeout=120)
+    script = subprocess.run([_console_script(), "--help"], capture_output=True, text=True, timeout=120, check=False)
+    module = subprocess.run([sys.executable, "-m", "attnfast"], capture_output=True, text=True, timeout=120, check=False)
     assert script.returncode == module.returncode == 0, script.stderr + module.stderr
     assert script.stdout == module.stdout
     listed = [line.split()[0] for line in script.stdout.split("commands:\n")[1].split("\n\n")[0].splitlines()]
@@ -37,7 +37,7 @@ def test_version_is_the_package_version(capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"attnfast {attnfast.__version__}"
     assert importlib.metadata.version("attnfast") == attnfast.__version__  # setup.py reads it from there
-    result = subprocess.run([_console_script(), "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([_console_script(), "--version"], capture_output=True, text=True, timeout=120, check=False)
     assert result.stdout.strip() == f"attnfast {attnfast.__version__}"
 
 

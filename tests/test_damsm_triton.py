@@ -10,9 +10,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 pytest.importorskip("triton")
 
+from tolerances import DTYPES, assert_close, rel_error
+
 from attnfast import ops, reference  # noqa: E402
 from attnfast.reference import damsm as ref_damsm  # noqa: E402
-from tolerances import DTYPES, REL_FLOOR, assert_close, nan_filled_like, rel_error  # noqa: E402
 
 kernels = pytest.importorskip("attnfast.kernels.damsm")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +79,7 @@ def test_scores_and_gradients(shape, dtype, nan_outputs):
     got = _scores_and_grads(lambda r, w: ops.damsm_scores(r, w, lens, backend="triton"),
                             regions, words, weights)
     assert got[0].dtype == dtype and got[1].dtype == dtype and got[2].dtype == dtype
-    for name, g, e, p in zip(("scores", "d_regions", "d_words"), got, expect, plain):
+    for name, g, e, p in zip(("scores", "d_regions", "d_words"), got, expect, plain, strict=True):
         assert_close(g, e, dtype=dtype, baseline=p, name=name)
     pad = reference.word_padding_mask(lens, shape[4])
     assert (got[2].permute(0, 2, 1)[pad] == 0).all(), "padded words must get zero gradient"
@@ -124,7 +125,7 @@ def test_damsm_size_regions_fp32():
                                words.double(), weights)
     got = _scores_and_grads(lambda r, w: ops.damsm_scores(r, w, lens, backend="triton"),
                             regions, words, weights)
-    for name, g, e in zip(("scores", "d_regions", "d_words"), got, expect):
+    for name, g, e in zip(("scores", "d_regions", "d_words"), got, expect, strict=True):
         assert_close(g, e, dtype=torch.float32, name=name)
 
 
@@ -166,11 +167,11 @@ def _check_words_loss(dtype, batches, batch, dim, h, w, num_words):
                                           words.double(), *args)
     plain, _ = _loss_and_grads(reference.words_loss_original, img, words, *args)
     got, maps = _loss_and_grads(_triton_words_loss, img, words, *args)
-    for name, g, e, p in zip(("d_img_features", "d_words_emb"), got, expect, plain):
+    for name, g, e, p in zip(("d_img_features", "d_words_emb"), got, expect, plain, strict=True):
         assert_close(g, e, dtype=dtype, baseline=p, name=name)
     assert [m.shape for m in maps] == [m.shape for m in expect_maps]
     map_bound = 1e-5 if dtype == torch.float32 else 1e-2
-    for got_map, ref_map in zip(maps, expect_maps):
+    for got_map, ref_map in zip(maps, expect_maps, strict=True):
         assert rel_error(got_map, ref_map) <= map_bound
     assert_close(_losses(_triton_words_loss, cases, dtype),
                  _losses(reference.words_loss_original, cases, torch.float64), dtype=dtype,
@@ -212,7 +213,7 @@ def test_custom_op_registration_and_compile():
     compiled_fn = torch.compile(loss, backend="aot_eager", fullgraph=True)
     compiled = _scores_and_grads(lambda r, w: compiled_fn(r, w).reshape(1), regions, words,
                                  torch.ones(1, device=DEVICE))
-    for name, c, e in zip(("loss", "d_regions", "d_words"), compiled, eager):
+    for name, c, e in zip(("loss", "d_regions", "d_words"), compiled, eager, strict=True):
         torch.testing.assert_close(c, e, msg=name)
 
 
@@ -259,7 +260,7 @@ def test_cuda_graph_and_inductor_gpu():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, expect)
-    for g, e in zip((r.grad, w.grad), grads):
+    for g, e in zip((r.grad, w.grad), grads, strict=True):
         assert rel_error(g, e) < 1e-2  # atomics: summation order differs
     compiled = torch.compile(lambda a, b: custom.damsm_scores_custom(a, b, lens, G1, G2),
                              fullgraph=True)

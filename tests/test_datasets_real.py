@@ -26,7 +26,6 @@ from attnfast.trainer import common
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
 
-
 # ------------------------------------------------------------------------------------------------
 # A Python 2 pickler (protocol 2 opcodes as Python 2 writes them): bytes -> py2 str, str -> unicode
 
@@ -74,7 +73,7 @@ def write_py2_pickle(path: Path, obj) -> None:
 # ------------------------------------------------------------------------------------------------
 # Fake data trees
 
-WORDS = "a the small large bird red blue yellow wings beak has with black white short long".split()
+WORDS = ["a", "the", "small", "large", "bird", "red", "blue", "yellow", "wings", "beak", "has", "with", "black", "white", "short", "long"]
 
 
 def make_image(path: Path, size=(80, 60), colour=None, seed=0) -> None:
@@ -117,10 +116,10 @@ def make_cub(root: Path, n_train=6, n_test=3, captions=10, with_class_info=True)
             text.write_text("\n".join(lines[:2] + ["", "!!"] + lines[2:]) + "\n", encoding="utf-8")
     (cub / "images.txt").write_text("\n".join(images_txt) + "\n")
     (cub / "bounding_boxes.txt").write_text("\n".join(boxes_txt) + "\n")
-    for split in keys:
-        write_py2_pickle(root / split / "filenames.pickle", [k.encode("latin1") for k in keys[split]])
+    for split, split_keys in keys.items():
+        write_py2_pickle(root / split / "filenames.pickle", [k.encode("latin1") for k in split_keys])
         if with_class_info:
-            write_py2_pickle(root / split / "class_info.pickle", [int(k[:3]) for k in keys[split]])
+            write_py2_pickle(root / split / "class_info.pickle", [int(k[:3]) for k in split_keys])
     return keys
 
 
@@ -249,11 +248,11 @@ def test_stage_images_resize_crop_flip(tmp_path):
     assert [tuple(t.shape) for t in out] == [(3, 16, 16), (3, 32, 32)]
     assert all(t.dtype == torch.float32 and t.min() >= -1 and t.max() <= 1 for t in out)
     again = stage_images(img, (16, 32), np.random.default_rng(3))
-    assert all(torch.equal(a, b) for a, b in zip(out, again))
+    assert all(torch.equal(a, b) for a, b in zip(out, again, strict=True))
     # no rng: the centre crop of the short side resized to int(32 * 76 / 64) = 38
     centre = stage_images(img, (32,), None)[0]
     resized = img.resize((int(38 * 120 / 50), 38), Image.BILINEAR)
-    left, top = int(round((resized.width - 32) / 2)), int(round((38 - 32) / 2))
+    left, top = round((resized.width - 32) / 2), round((38 - 32) / 2)
     expect = np.asarray(resized.crop((left, top, left + 32, top + 32)), dtype=np.float32)
     assert torch.allclose(centre, torch.from_numpy(expect.transpose(2, 0, 1) / 127.5 - 1), atol=1e-6)
     # random: crop offsets in [0, 38 - 32] x [0, 91 - 32], then a flip with probability 1/2
@@ -308,7 +307,7 @@ def test_cub_builds_vocabulary_saves_captions_pickle_and_items_collate(cub):
     again = AttnGANDataset(root, "birds", "train", multi_res=(32, 64), words_num=12,
                            captions_per_image=10, seed=1)
     assert again.vocab == data.vocab
-    assert all(torch.equal(a, b) for a, b in zip(again[2]["images"], data[2]["images"]))
+    assert all(torch.equal(a, b) for a, b in zip(again[2]["images"], data[2]["images"], strict=True))
     assert torch.equal(again[2]["caption"], data[2]["caption"])
     data.set_epoch(1)
     changed = [not torch.equal(data[i]["images"][1], again[i]["images"][1]) for i in range(len(data))]

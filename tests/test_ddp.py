@@ -57,8 +57,9 @@ def _worker(rank: int, store: str, out: str, seed: int, damsm: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """Run :func:`_worker` on 2 gloo ranks once; returns (output directory, seed)."""
-    from attnfast.trainer.damsm import train_damsm
     from test_train import tiny_config
+
+    from attnfast.trainer.damsm import train_damsm
     out = tmp_path_factory.mktemp("ddp")
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     train_damsm(tiny_config(), out / "damsm", torch.device("cpu"), steps=1, progress=False)
@@ -85,7 +86,7 @@ def test_shards_split_every_global_batch():
     shards = [step_batches(data, 6, 3, 0, collate_shapes, dist=DistContext(r, 3)) for r in range(3)]
     for expected in global_batches:
         got = [next(s)["indices"].tolist() for s in shards]
-        assert sum(got, []) == expected and all(len(g) == 2 for g in got)
+        assert [i for g in got for i in g] == expected and all(len(g) == 2 for g in got)
     assert distributed.shard(list(range(6)), DistContext(1, 3)) == [2, 3]
     with pytest.raises(ValueError, match="must be divisible by the world size 4"):
         distributed.shard(list(range(6)), DistContext(0, 4))
@@ -108,8 +109,9 @@ OPTIONS = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp
 
 
 def _gan_steps(rank: int, ctx: DistContext, out: str, damsm: str) -> None:
-    from attnfast.trainer.gan import GANTrainer
     from test_train import tiny_config
+
+    from attnfast.trainer.gan import GANTrainer
     for name, extra in (("", []), ("_options", OPTIONS)):
         torch.manual_seed(100 + rank)                   # rank 0's weights are broadcast
         trainer = GANTrainer(tiny_config(*extra), out + name, torch.device("cpu"), damsm, dist=ctx)
@@ -125,9 +127,9 @@ def test_gan_trainer_on_two_ranks_stays_in_sync_and_rank0_writes(two_ranks, name
     out = two_ranks[0] / name
     states = [torch.load(out / f"gan_rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for key in ("G", "EMA"):
-        for name, value in states[0][key].items():
-            assert torch.equal(value, states[1][key][name]), f"{key}.{name} differs between ranks"
-    for d0, d1 in zip(states[0]["D"], states[1]["D"]):
+        for entry, value in states[0][key].items():
+            assert torch.equal(value, states[1][key][entry]), f"{key}.{entry} differs between ranks"
+    for d0, d1 in zip(states[0]["D"], states[1]["D"], strict=True):
         assert all(torch.equal(v, d1[k]) for k, v in d0.items())
     assert (out / "gan.pt").is_file()                     # written once, by rank 0
     lines = (out / "gan_log.jsonl").read_text().splitlines()
@@ -147,6 +149,6 @@ def test_batch_norm_modules_form_equals_the_fused_blocks(fresh_seed):
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(literal(x), model(x), rtol=1e-4, atol=1e-5)
     assert len(calls) == 3                                    # every BatchNorm module ran
-    for a, b in zip(literal.buffers(), model.buffers()):
+    for a, b in zip(literal.buffers(), model.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert copy.deepcopy(literal)[0].forward.__self__ is not literal[0]   # EMA copies stay independent

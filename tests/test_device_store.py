@@ -9,6 +9,7 @@ import logging
 
 import pytest
 import torch
+from test_train import tiny_config
 
 from attnfast import train as train_cli
 from attnfast.data import ShapesDataset, collate_shapes
@@ -18,7 +19,6 @@ from attnfast.trainer.batches import step_batches
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import train_gan
 from attnfast.trainer.speed import SpeedOptions
-from test_train import tiny_config
 
 CPU = torch.device("cpu")
 # 64 is the largest side, 16 and 32 divide it (pooled from the uint8 64px pixels), 48 does not
@@ -32,15 +32,15 @@ def _dataset(num=10, multi_res=SIDES):
 
 def _assert_same_batch(a: dict, b: dict):
     assert a.keys() == b.keys()
-    for key in a:
+    for key, value in a.items():
         if key == "images":
-            assert len(a[key]) == len(b[key])
-            for x, y in zip(a[key], b[key]):
+            assert len(value) == len(b[key])
+            for x, y in zip(value, b[key], strict=True):
                 assert x.dtype == y.dtype and torch.equal(x, y)
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), key
         else:
-            assert a[key] == b[key], key
+            assert value == b[key], key
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
@@ -51,7 +51,7 @@ def test_store_gives_the_dataset_images_bit_for_bit(dtype):
     order = torch.tensor([7, 0, 9, 3, 3])
     want = collate_shapes([data[int(i)] for i in order])["images"]
     got = store.images(order)
-    for x, y in zip(got, want):
+    for x, y in zip(got, want, strict=True):
         assert x.dtype == torch.float32 and x.shape == y.shape and torch.equal(x, y)
     per_item = 3 * (64 * 64 + 48 * 48) if dtype == "uint8" else 3 * 4 * sum(r * r for r in SIDES)
     assert store.nbytes == len(data) * per_item
@@ -140,8 +140,8 @@ def _weights(path, kind, keys):
 
 def _assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 def test_gan_run_with_the_store_equals_the_run_without(tmp_path, damsm_ckpt, caplog):

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train import tiny_config
 
 from attnfast.data import ShapesDataset, render_scene
 from attnfast.data.shapes import BACKGROUNDS, background_weights, sample_scene, scene_for_caption
 from attnfast.engine import checkpoint as ckpt
 from attnfast.metrics import diversity, shapes_accuracy
-from test_train import tiny_config
 
 CPU = torch.device("cpu")
 # test_train's tiny model at 32 -> 64 px
@@ -46,7 +46,7 @@ def test_scene_for_caption_reads_back_the_test_scenes():
 
 
 def test_background_weights_follow_the_data():
-    weights = dict(zip(BACKGROUNDS, background_weights(["black"])))
+    weights = dict(zip(BACKGROUNDS, background_weights(["black"]), strict=True))
     assert weights["navy"] == 0.0 and abs(sum(weights.values()) - 1) < 1e-12  # black does not contrast navy
     rng = np.random.default_rng(0)
     seen = [s.background for s in (sample_scene(rng, max_objects=1, grid=1) for _ in range(20000))
@@ -121,8 +121,9 @@ class CaptionOnly(torch.nn.Module):
 
 
 def test_a_generator_ignoring_its_noise_gives_zero(classifier):
-    from attnfast.trainer.common import build_text_encoder, build_vocabulary
     from attnfast.generation import encode_captions
+    from attnfast.models.build import build_text_encoder
+    from attnfast.trainer.common import build_vocabulary
     config = tiny_config("dataset.grid=1", "dataset.max_objects=1")
     vocab = build_vocabulary(config)
     text_encoder = build_text_encoder(config, len(vocab)).eval()
@@ -140,8 +141,8 @@ def test_a_generator_ignoring_its_noise_gives_zero(classifier):
 @pytest.fixture(scope="module")
 def gan_file(tmp_path_factory):
     """An untrained tiny GAN checkpoint (its generator uses z, so its samples differ)."""
-    from attnfast.trainer.common import build_image_encoder, build_text_encoder, build_vocabulary
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator, build_image_encoder, build_text_encoder
+    from attnfast.trainer.common import build_vocabulary
     config = tiny_config(*CONFIG)
     vocab = build_vocabulary(config)
     path = tmp_path_factory.mktemp("gan") / "gan.pt"
@@ -162,7 +163,7 @@ def cached_random_classifier(tmp_path, monkeypatch):
 
 def test_evaluate_checkpoint_reports_diversity(gan_file, cached_random_classifier):
     from attnfast.metrics.shapes_eval import evaluate_checkpoint
-    kwargs = dict(num_images=100, batch=50, r_runs=1, diversity_captions=3, diversity_n=3)
+    kwargs = {"num_images": 100, "batch": 50, "r_runs": 1, "diversity_captions": 3, "diversity_n": 3}
     report = evaluate_checkpoint(gan_file, None, CPU, **kwargs)
     result = report["diversity"]
     assert (result["captions"], result["n"], result["resolution"]) == (3, 3, 64)

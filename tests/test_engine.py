@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnfast.config import ConfigError, DEFAULTS, load_config
-from attnfast.engine import amp, checkpoint as ckpt
+from attnfast.config import DEFAULTS, ConfigError, load_config
+from attnfast.engine import amp
+from attnfast.engine import checkpoint as ckpt
 
 
 def test_config_defaults_file_and_overrides(tmp_path):
@@ -114,6 +115,7 @@ def test_old_checkpoint_config_gets_the_keys_added_since(tmp_path):
     """A checkpoint written before dataset.max_objects / dataset.grid / model.base_size existed loads
     with their defaults."""
     import copy
+
     from attnfast.config import DEFAULTS
     from attnfast.engine import checkpoint as ckpt
     old = copy.deepcopy(DEFAULTS)

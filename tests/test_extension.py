@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import attnfast.ops as ops
-from attnfast import reference as R
 from tolerances import assert_close
+
+from attnfast import ops
+from attnfast import reference as R
 
 try:
     from attnfast import _C
@@ -103,7 +103,7 @@ def test_attention_matches_reference(device, dtype, shape, mask_kind, mask_mode,
     got = run(kernel, h, words)
     ref64 = run(R.word_region_attention, h.double(), words.double())
     base = run(R.word_region_attention, h, words)
-    for name, g, r, b in zip(("out", "attn", "dh", "dwords"), got, ref64, base):
+    for name, g, r, b in zip(("out", "attn", "dh", "dwords"), got, ref64, base, strict=True):
         _check(g, r, b, dtype, name)
     if mask_kind == "padded_row" and mask_mode == "correct":
         assert torch.all(got[0][batch // 2] == 0) and torch.all(got[1][batch // 2] == 0)
@@ -161,7 +161,7 @@ def test_damsm_scores_match_reference(device, dtype, shape, strided):
     got = run(kernel, regions, words)
     ref64 = run(R.damsm_scores, regions.double(), words.double())
     base = run(R.damsm_scores, regions, words)
-    for name, g, r, b in zip(("scores", "attn", "dregions", "dwords"), got, ref64, base):
+    for name, g, r, b in zip(("scores", "attn", "dregions", "dwords"), got, ref64, base, strict=True):
         _check(g, r, b, dtype, name)
     assert not got[1].requires_grad
 
@@ -201,7 +201,7 @@ def test_words_loss_matches_original_loop():
 
     got = run(ops.words_loss, backend="cpu")
     ref = run(R.words_loss_original)
-    for name, g, r in zip(("loss0", "loss1", "dimg", "dwords"), got[:4], ref[:4]):
+    for name, g, r in zip(("loss0", "loss1", "dimg", "dwords"), got[:4], ref[:4], strict=True):
         assert_close(g, r, name=name)
     assert [m.shape for m in got[4]] == [m.shape for m in ref[4]]
 
@@ -272,7 +272,7 @@ HIDE_EXTENSION = textwrap.dedent("""
 def test_library_works_with_the_extension_hidden():
     env = {k: v for k, v in os.environ.items() if k != "ATTNFAST_BACKEND"}
     result = subprocess.run([sys.executable, "-c", HIDE_EXTENSION], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=120)
+                            cwd=ROOT, env=env, timeout=120, check=False)
     assert result.returncode == 0 and "fallback ok" in result.stdout, result.stdout + result.stderr
 
 
@@ -292,7 +292,7 @@ CUDA_GLUE = ["attention.cpp", "damsm.cpp"]
 def _cuda_includes(nvcc: str) -> list[str]:
     """The include directories nvcc itself uses (it says so in a dry run)."""
     dry = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     found = []
     for line in (dry.stdout + dry.stderr).splitlines():
         if "INCLUDES=" in line:
@@ -316,5 +316,5 @@ def test_cuda_glue_compiles(source, tmp_path):
     command = [compiler, "-std=c++20", "-fsyntax-only", "-w", "-DATTNFAST_WITH_CUDA",
                f"-I{tmp_path}", *(f"-I{p}" for p in include_paths()), *(f"-I{d}" for d in cuda_includes),
                f"-I{CSRC}", str(CSRC / source)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-4000:]}"

@@ -4,10 +4,10 @@ both against the float64 reference; the saved buffer's checks, its reuse between
 custom op under opcheck."""
 import pytest
 import torch
-
-import attnfast.ops as ops
-from attnfast import reference as R
 from tolerances import assert_close
+
+from attnfast import ops
+from attnfast import reference as R
 
 _C = pytest.importorskip("attnfast._C", reason="attnfast._C is not built")
 from attnfast.ops import _extension  # noqa: E402  (needs attnfast._C)
@@ -61,14 +61,14 @@ def test_saved_and_recomputed_backward_match_reference(monkeypatch, budget_mb, e
     assert spy.saved == [expect_saved]
     ref = _grads(R.damsm_scores, img.double(), words.double(), lens, dscores)
     base = _grads(R.damsm_scores, img.to(dtype), words.to(dtype), lens, dscores)
-    for name, g, r, b in zip(("scores", "dregions", "dwords"), got, ref, base):
+    for name, g, r, b in zip(("scores", "dregions", "dwords"), got, ref, base, strict=True):
         assert g.dtype == dtype, name
         assert_close(g, r, dtype=dtype, baseline=b, name=name)
 
 
 def test_no_buffer_without_gradients(monkeypatch):
     """No grad mode or no input requiring grad: nothing is kept."""
-    img, words, lens = _inputs()
+    img, words, _lens = _inputs()
     assert not _extension._keep_intermediates(img, words)
     with torch.no_grad():
         assert not _extension._keep_intermediates(img.requires_grad_(), words)
@@ -84,7 +84,7 @@ def test_retain_graph_backward_twice_gives_the_same_gradients():
     scores = ops.damsm_scores(a, b, lens, backend="cpu")
     first = torch.autograd.grad(scores.square().sum(), (a, b), retain_graph=True)
     second = torch.autograd.grad(scores.square().sum(), (a, b))
-    for x, y in zip(first, second):
+    for x, y in zip(first, second, strict=True):
         assert torch.equal(x, y)
 
 
@@ -99,7 +99,7 @@ def test_saved_buffer_matches_recompute_in_both_layouts(padded):
     assert none is None and torch.equal(scores, plain) and torch.equal(attn, plain_attn)
     got = _C.damsm_backward(img, words, lens, 4.0, 5.0, dscores, padded, saved)
     again = _C.damsm_backward(img, words, lens, 4.0, 5.0, dscores, padded, None)
-    for x, y in zip(got, again):
+    for x, y in zip(got, again, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
 
 
@@ -169,5 +169,5 @@ def test_torch_compile_fullgraph_keeps_the_saved_path(monkeypatch):
     got = torch.autograd.grad(compiled(a, b), (a, b))
     assert spy.saved == [True]
     want = _grads(R.damsm_scores, img.double(), words.double(), lens, dscores)[1:]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, dtype=torch.float32)

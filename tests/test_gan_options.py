@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from test_train import damsm_checkpoint, tiny_config  # noqa: F401 - fixtures
 
 from attnfast.config import ConfigError
 from attnfast.engine import checkpoint as ckpt
@@ -17,7 +18,6 @@ from attnfast.trainer.gan import GANTrainer, train_gan
 from attnfast.trainer.gan_options import GANOptions
 from attnfast.trainer.graphs import run_blockers
 from attnfast.trainer.speed import SpeedOptions
-from test_train import damsm_checkpoint, tiny_config  # noqa: F401 - the fixture
 
 CPU = torch.device("cpu")
 ALL_ON = ["gan.diffaugment=color,translation,cutout", "gan.loss=hinge", "gan.gp=magp",
@@ -163,7 +163,7 @@ def test_every_option_off_is_bit_identical_to_the_code_before_them(tmp_path):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    from _common import _cpu_name                                        # /proc/cpuinfo's model name
+    from _common import _cpu_name  # /proc/cpuinfo's model name
     key = (torch.__version__, torch.backends.cpu.get_cpu_capability(), _cpu_name(), os.cpu_count())
     if key not in _RECORDED:
         pytest.skip(f"the digest was recorded under {sorted(_RECORDED)}, this is {key}")
@@ -183,7 +183,7 @@ def test_every_option_off_is_bit_identical_to_the_code_before_them(tmp_path):
     assert _state_digest(trainer) == _RECORDED[key]
 
 
-def test_explicit_off_values_train_exactly_as_the_defaults(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_explicit_off_values_train_exactly_as_the_defaults(tmp_path, damsm_checkpoint):
     off = ["gan.diffaugment=", "gan.loss=bce", "gan.gp=none", "gan.spectral_norm=false",
            "gan.g_betas=[0.5,0.999]", "gan.d_betas=null", "gan.mode_seeking=0"]
     digests = []
@@ -205,7 +205,7 @@ def test_explicit_off_values_train_exactly_as_the_defaults(tmp_path, damsm_check
     (["gan.spectral_norm=true"], set()),
     (["gan.projection=true"], set()),
     (["gan.mode_seeking=1.0"], {"mode_seeking"})])
-def test_each_option_trains_with_finite_losses(tmp_path, damsm_checkpoint, extra, keys):  # noqa: F811
+def test_each_option_trains_with_finite_losses(tmp_path, damsm_checkpoint, extra, keys):
     torch.manual_seed(0)
     trainer = GANTrainer(tiny_config(*extra), tmp_path, CPU, damsm_checkpoint)
     batches = trainer.batches()
@@ -217,7 +217,7 @@ def test_each_option_trains_with_finite_losses(tmp_path, damsm_checkpoint, extra
         assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
 
 
-def test_ttur_betas_reach_the_optimisers(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_ttur_betas_reach_the_optimisers(tmp_path, damsm_checkpoint):
     trainer = GANTrainer(tiny_config("gan.g_lr=0.0001", "gan.d_lr=0.0004", "gan.g_betas=[0.0,0.9]",
                                      "gan.d_betas=[0.1,0.99]"), tmp_path, CPU, damsm_checkpoint)
     assert trainer.optimizerG.param_groups[0]["betas"] == (0.0, 0.9)
@@ -226,7 +226,7 @@ def test_ttur_betas_reach_the_optimisers(tmp_path, damsm_checkpoint):  # noqa: F
                for o in trainer.optimizersD)
 
 
-def test_all_options_resume_exactly(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_all_options_resume_exactly(tmp_path, damsm_checkpoint):
     config = tiny_config("dataset.train_size=8", *ALL_ON)
     train_gan(config, tmp_path / "full", CPU, damsm_checkpoint, steps=4, progress=False)
     train_gan(config, tmp_path / "half", CPU, damsm_checkpoint, steps=2, progress=False)
@@ -235,13 +235,13 @@ def test_all_options_resume_exactly(tmp_path, damsm_checkpoint):  # noqa: F811
     for key in ("netG", "netG_ema"):
         for name, value in full[key].items():
             assert torch.equal(value, resumed[key][name]), f"{key}.{name}"
-    for d_full, d_resumed in zip(full["netsD"], resumed["netsD"]):
+    for d_full, d_resumed in zip(full["netsD"], resumed["netsD"], strict=True):
         assert d_full.keys() == d_resumed.keys()
         assert any("parametrizations" in k for k in d_full)              # spectral norm's u and weight
         assert all(torch.equal(v, d_resumed[k]) for k, v in d_full.items())
 
 
-def test_all_options_under_bf16_autocast(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_all_options_under_bf16_autocast(tmp_path, damsm_checkpoint):
     torch.manual_seed(0)
     trainer = GANTrainer(tiny_config(*ALL_ON), tmp_path, CPU, damsm_checkpoint, amp="bf16")
     losses = trainer.train_step(next(trainer.batches()))
@@ -249,7 +249,7 @@ def test_all_options_under_bf16_autocast(tmp_path, damsm_checkpoint):  # noqa: F
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_graphs_fall_back_for_the_uncaptured_options(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_graphs_fall_back_for_the_uncaptured_options(tmp_path, damsm_checkpoint):
     trainer = GANTrainer(tiny_config(*ALL_ON), tmp_path, CPU, damsm_checkpoint, speed=SpeedOptions(graphs=True))
     reasons = run_blockers(trainer)
     assert ("the training options gan.diffaugment, gan.gp=magp, gan.mode_seeking are not captured"
@@ -259,7 +259,7 @@ def test_graphs_fall_back_for_the_uncaptured_options(tmp_path, damsm_checkpoint)
     assert not any("training options" in r for r in run_blockers(captured))
 
 
-def test_compile_leaves_the_discriminators_eager_under_a_gradient_penalty(tmp_path, damsm_checkpoint,  # noqa: F811
+def test_compile_leaves_the_discriminators_eager_under_a_gradient_penalty(tmp_path, damsm_checkpoint,
                                                                          caplog):
     with caplog.at_level(logging.WARNING, logger="attnfast"):
         trainer = GANTrainer(tiny_config("gan.gp=r1"), tmp_path, CPU, damsm_checkpoint,
@@ -299,7 +299,7 @@ def test_spectral_norm_keeps_the_original_initialisation():
         assert original.norm().item() == pytest.approx(1.0, rel=1e-4)       # one orthonormal row
 
 
-def test_mode_seeking_needs_two_images_per_rank(tmp_path, damsm_checkpoint):  # noqa: F811
+def test_mode_seeking_needs_two_images_per_rank(tmp_path, damsm_checkpoint):
     from attnfast.trainer.distributed import DistContext
     with pytest.raises(ValueError, match="needs >= 2 images per rank: gan.batch_size 4 over 4 ranks"):
         GANTrainer(tiny_config("gan.mode_seeking=1.0"), tmp_path, CPU, damsm_checkpoint, dist=DistContext(0, 4))

@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_train import damsm_checkpoint, gan_checkpoint  # noqa: F401 - fixtures
 
 from attnfast.data import to_uint8_images
-from attnfast.generation import (GenerationError, SeededGenerator, batch_buckets, encode_captions, fixed_noise,
-                                 load_generator, sample_to_files, seeded_noise)
-from test_train import damsm_checkpoint, gan_checkpoint  # noqa: F401 - fixtures
+from attnfast.generation import (
+    GenerationError,
+    SeededGenerator,
+    batch_buckets,
+    encode_captions,
+    fixed_noise,
+    load_generator,
+    sample_to_files,
+    seeded_noise,
+)
 
 CPU = torch.device("cpu")
 PACKAGE = Path(__file__).resolve().parent.parent / "attnfast"

@@ -6,13 +6,14 @@ import math
 import sys
 
 import numpy as np
+import original_keys as orig
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
-import original_keys as orig
-from attnfast.metrics import image_dir, inception_metrics as im
+from attnfast.metrics import image_dir
+from attnfast.metrics import inception_metrics as im
 from attnfast.models.inception import InceptionA, InceptionE
 
 
@@ -335,7 +336,7 @@ def test_eval_cli_errors(tmp_path, capsys):
 
 def test_eval_cli_generates_from_a_checkpoint(tmp_path, capsys, stand_in_network):
     from attnfast import eval as cli
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     base = ["--device", "cpu", "--num-images", "4", "--batch-size", "4"]
     ctx = cli.load_context(cli.build_parser().parse_args(["--random-init"] + base))
     ckpt = tmp_path / "gan.pt"
@@ -407,6 +408,7 @@ def test_eval_cli_paper_table_on_released_weights(tmp_path, capsys, stand_in_net
     """--paper on a fake CUB tree with fake released weights (the original's key names)."""
     from test_datasets_real import make_cub
     from test_released import fake_state
+
     from attnfast import eval as cli
     from attnfast.data.attngan_layout import attngan_vocabulary
     root = tmp_path / "birds"

@@ -14,10 +14,11 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton code is imported
 
+from tolerances import assert_close  # noqa: E402
+
 from attnfast import ops  # noqa: E402
 from attnfast.models.inference import fuse_for_inference  # noqa: E402
 from attnfast.ops.blocks import FoldedResBlock, FoldedUpBlock, fold_batch_norm, triton_usable  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 needs_triton = pytest.mark.skipif(not triton_usable(DEVICE)[0], reason="Triton needs CUDA or TRITON_INTERPRET=1")
@@ -177,11 +178,11 @@ def test_g_net_fused_gives_the_same_images():
     fused = fuse_for_inference(g_net)
     exact = copy.deepcopy(g_net).double()
     with torch.no_grad():
-        imgs, atts, mu, logvar = fused(z, sent, word_embs, mask, eps=eps)
+        imgs, atts, mu, _logvar = fused(z, sent, word_embs, mask, eps=eps)
         base = g_net(z, sent, word_embs, mask, eps=eps)
         ref = exact(z.double(), sent.double(), word_embs.double(), mask, eps=eps.double())
     assert [i.shape for i in imgs] == [(2, 3, 64, 64), (2, 3, 128, 128)]
-    for got, want, baseline in zip(imgs + atts + [mu], ref[0] + ref[1] + [ref[2]], base[0] + base[1] + [base[2]]):
+    for got, want, baseline in zip(imgs + atts + [mu], ref[0] + ref[1] + [ref[2]], base[0] + base[1] + [base[2]], strict=True):
         assert_close(got, want, baseline=baseline)
     for key, value in g_net.state_dict().items():
         assert torch.equal(value, snapshot[key]), key
@@ -206,5 +207,5 @@ def test_gpu_g_net_fused_at_model_size(dtype):
         imgs = fused(*[t.to(dtype) if t.is_floating_point() else t for t in inputs], eps=eps.to(dtype))[0]
         base = g_net(*[t.to(dtype) if t.is_floating_point() else t for t in inputs], eps=eps.to(dtype))[0]
         ref = exact(*[t.double() if t.is_floating_point() else t for t in inputs], eps=eps.double())[0]
-    for got, want, baseline in zip(imgs, ref, base):
+    for got, want, baseline in zip(imgs, ref, base, strict=True):
         assert_close(got, want, dtype=dtype, baseline=baseline)

@@ -13,7 +13,7 @@ def classifier(tmp_path_factory):
     model = shapes_accuracy.cached_classifier(cache)
     assert len(list(cache.glob("shapes_classifier_*.pt"))) == 1
     again = shapes_accuracy.cached_classifier(cache)  # from the cache, same weights
-    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     return model
 
@@ -63,7 +63,7 @@ def test_pointing_game_on_known_maps():
     num_words = max(len(w) for w in words)
     good = torch.zeros(20, num_words, 64, 64)
     bad = torch.zeros(20, num_words, 64, 64)
-    for i, (scene, tokens) in enumerate(zip(scenes, words)):
+    for i, (scene, tokens) in enumerate(zip(scenes, words, strict=True)):
         occupied = {o.cell for o in scene.objects}
         empty = next((r, c) for r in range(3) for c in range(3) if (r, c) not in occupied)
         for t, word in enumerate(tokens):

@@ -2,13 +2,27 @@
 trips, the text encoder's batching contract, one backward pass, the Inception weights loader."""
 import warnings
 
+import original_keys as orig
 import pytest
 import torch
 
-import original_keys as orig
-from attnfast.models import (CA_NET, CNN_ENCODER, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256,
-                             G_NET, RNN_ENCODER, Inception3, KL_loss, SmallImageEncoder,
-                             image_encoder, load_inception_weights, weights_init)
+from attnfast.models import (
+    CA_NET,
+    CNN_ENCODER,
+    D_GET_LOGITS,
+    D_NET,
+    D_NET64,
+    D_NET128,
+    D_NET256,
+    G_NET,
+    RNN_ENCODER,
+    Inception3,
+    KL_loss,
+    SmallImageEncoder,
+    image_encoder,
+    load_inception_weights,
+    weights_init,
+)
 
 
 def shapes_of(module):
@@ -82,7 +96,7 @@ def test_state_dict_round_trip_strict(tmp_path):
         path = tmp_path / "m.pth"
         torch.save(src.state_dict(), path)
         dst.load_state_dict(torch.load(path, weights_only=True), strict=True)
-        for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
             assert torch.equal(a, b), name
 
 
@@ -247,12 +261,12 @@ def test_forward_backward_g_and_d_finite():
     mask[0, 4:] = True
     imgs, _, mu, logvar = g(torch.randn(batch, 10), sent, torch.randn(batch, nef, words), mask)
     loss_g = KL_loss(mu, logvar)
-    for d, img in zip(ds, imgs):
+    for d, img in zip(ds, imgs, strict=True):
         fake = d(img)
         loss_g = loss_g + generator_adv_loss_from_logits(d.COND_DNET(fake, sent, logits=True),
                                                          d.UNCOND_DNET(fake, logits=True))
     loss_g.backward()
-    for d, img in zip(ds, imgs):
+    for d, img in zip(ds, imgs, strict=True):
         d.zero_grad()
         real = d(torch.rand_like(img) * 2 - 1)
         fake = d(img.detach())

@@ -3,11 +3,11 @@ original formulation."""
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 
-import attnfast.ops as ops
+from attnfast import ops
 from attnfast import reference as R
 from attnfast.ops import _dispatch
-from tolerances import assert_close
 
 
 # ---------------------------------------------------------------- validation
@@ -136,10 +136,10 @@ def test_words_and_sent_loss_ops_match_original():
     assert [m.shape for m in got[2]] == [m.shape for m in ref[2]]
     cnn, rnn = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
     for a, b in zip(ops.sent_loss(cnn, rnn, labels, class_ids, 4),
-                    R.sent_loss(cnn, rnn, labels, class_ids, 4)):
+                    R.sent_loss(cnn, rnn, labels, class_ids, 4), strict=True):
         assert_close(a, b)
     query, context = torch.randn(2, 8, 5), torch.randn(2, 8, 3, 3)
-    for a, b in zip(ops.func_attention(query, context, 4.0), R.func_attention(query, context, 4.0)):
+    for a, b in zip(ops.func_attention(query, context, 4.0), R.func_attention(query, context, 4.0), strict=True):
         assert torch.equal(a, b)
 
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
+from test_train import TINY, tiny_config
 
 from attnfast import train as train_cli
 from attnfast.engine import checkpoint as ckpt
+from attnfast.pipeline import config_differences, run_pipeline
 from attnfast.trainer import common
-from attnfast.trainer.pipeline import config_differences, run_pipeline
-from test_train import TINY, tiny_config
 
 # test_train's tiny model at 32 -> 64 px, a checkpoint every step (so a kill finds one mid-stage)
 PIPELINE = TINY + ["model.base_size=32", "damsm.image_size=32", "model.small_encoder_width=8",
@@ -49,7 +49,7 @@ def child_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, child_env):
     out = tmp_path_factory.mktemp("pipeline") / "full"
-    result = subprocess.run(_command(out), env=child_env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(_command(out), env=child_env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -94,7 +94,7 @@ def test_killed_in_each_stage_and_rerun_equals_the_uninterrupted_run(tmp_path, u
     _kill_once_written(_command(out), child_env, out / "gan.pt", tmp_path / "second.log")
     assert "DAMSM: resuming" in (tmp_path / "second.log").read_text()
     assert ckpt.load(out / "damsm.pt")["step"] == 6 and ckpt.load(out / "gan.pt")["step"] < 6, "not killed in GAN"
-    result = subprocess.run(_command(out), env=child_env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(_command(out), env=child_env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(damsm.steps=6): finished, reused" in result.stderr and "(gan.steps=6): resuming" in result.stderr
     expected, resumed = ckpt.load(full / "gan.pt"), ckpt.load(out / "gan.pt")
@@ -131,9 +131,9 @@ def test_config_differences_name_the_vocabulary_and_ignore_lengths_and_bookkeepi
     other_words = dict(vocab, ixtoword=vocab["ixtoword"][:3] + ["zebra"] + vocab["ixtoword"][4:])
     state = {"kind": "damsm", "config": config, "vocab": other_words}
     lines = config_differences(state, config, tmp_path / "damsm.pt")
-    assert lines == [f"vocabulary: damsm.pt has {len(vocab['ixtoword']) - 1} words, the config's data set "
+    assert lines == [(f"vocabulary: damsm.pt has {len(vocab['ixtoword']) - 1} words, the config's data set "
                      f"{len(vocab['ixtoword']) - 1} (first difference at index 3: 'zebra' vs "
-                     f"{vocab['ixtoword'][3]!r})"]
+                     f"{vocab['ixtoword'][3]!r})")]
     same = tiny_config("damsm.steps=99", "gan.steps=7", "train.log_every=5", "dataset.num_workers=2",
                        "train.checkpoint_every=3")
     assert config_differences(dict(state, vocab=vocab), same, tmp_path / "damsm.pt") == []

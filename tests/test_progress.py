@@ -117,5 +117,5 @@ def test_is_terminal_of_odd_streams():
 
 def test_the_package_makes_bars_only_through_progress_bar():
     users = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
-             if re.search(r"^\s*(from tqdm|import tqdm)", path.read_text(), re.M)]
+             if re.search(r"^\s*(from tqdm|import tqdm)", path.read_text(), re.MULTILINE)]
     assert users == ["engine/progress.py"]

@@ -9,8 +9,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the triton case below runs interpreted
 
-from attnfast.metrics.r_precision import (draw_candidates, encode, r_precision,  # noqa: E402
-                                          r_precision_from_features)
+from attnfast.metrics.r_precision import draw_candidates, encode, r_precision, r_precision_from_features
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -55,7 +54,7 @@ def test_random_features_near_chance(score):
 
 def test_top_r_and_candidates():
     feats = _random_features(60)
-    kwargs = dict(candidates=20, runs=2, backend="reference", strategy="matrix")
+    kwargs = {"candidates": 20, "runs": 2, "backend": "reference", "strategy": "matrix"}
     top1 = r_precision_from_features(*feats, **kwargs)
     top5 = r_precision_from_features(*feats, top_r=5, **kwargs)
     every = r_precision_from_features(*feats, top_r=20, **kwargs)
@@ -70,7 +69,7 @@ def test_top_r_and_candidates():
 
 def test_strategies_and_seeds_agree():
     feats = _random_features(40)
-    kwargs = dict(candidates=10, runs=3, seed=5, backend="reference")
+    kwargs = {"candidates": 10, "runs": 3, "seed": 5, "backend": "reference"}
     matrix = r_precision_from_features(*feats, strategy="matrix", **kwargs)
     per_image = r_precision_from_features(*feats, strategy="per_image", **kwargs)
     assert matrix == per_image
@@ -110,7 +109,7 @@ def test_class_mismatch_and_true_caption_mapping():
 def test_triton_backend_matches_reference():
     pytest.importorskip("triton")
     feats = _random_features(12, dim=16, num_regions=9, num_words=4)
-    kwargs = dict(candidates=6, runs=2, seed=1)
+    kwargs = {"candidates": 6, "runs": 2, "seed": 1}
     assert (r_precision_from_features(*feats, backend="triton", **kwargs)
             == r_precision_from_features(*feats, backend="reference", **kwargs))
 
@@ -180,7 +179,7 @@ def test_cli_random_init_and_checkpoint_round_trip(tmp_path, capsys):
 def test_cli_generated_images(tmp_path, capsys):
     """--images generated runs the checkpoint's generator on the captions (random weights here)."""
     from attnfast import eval as cli
-    from attnfast.trainer.gan import build_generator
+    from attnfast.models.build import build_generator
     ctx = cli.load_context(cli.build_parser().parse_args(SMOKE + ["--random-init"]))
     ckpt = tmp_path / "gan.pt"
     state = {"text_encoder": ctx.text_encoder.state_dict(),

@@ -3,12 +3,12 @@ mask modes against the original formulation, the sub-pixel identity."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import assert_close
 from torch.autograd import gradcheck
 
 from attnfast import reference as R
-from tolerances import assert_close
 
-f64 = dict(dtype=torch.float64)
+f64 = {"dtype": torch.float64}
 
 
 def _mask(lengths, num_words):
@@ -88,14 +88,14 @@ def test_vectorised_words_loss_equals_original_loop(class_ids):
     labels = torch.arange(5)
     loop = R.words_loss_original(img, words, labels, lens, class_ids, 5)
     vec = R.words_loss(img, words, labels, lens, class_ids, 5)
-    for a, b in zip(loop[:2], vec[:2]):
+    for a, b in zip(loop[:2], vec[:2], strict=True):
         assert_close(b, a)
-    for a, b in zip(loop[2], vec[2]):
+    for a, b in zip(loop[2], vec[2], strict=True):
         assert a.shape == b.shape
         assert_close(b, a)
     grads_loop = torch.autograd.grad(loop[0] + 2 * loop[1], (img, words))
     grads_vec = torch.autograd.grad(vec[0] + 2 * vec[1], (img, words))
-    for a, b in zip(grads_loop, grads_vec):
+    for a, b in zip(grads_loop, grads_vec, strict=True):
         assert_close(b, a)
 
 
@@ -211,7 +211,7 @@ def test_subpixel_equals_nearest_upsample_then_conv(shape):
     assert_close(got, expected)
     upstream = torch.randn_like(expected)
     for a, b in zip(torch.autograd.grad(expected, (x, weight), upstream),
-                    torch.autograd.grad(got, (x, weight), upstream)):
+                    torch.autograd.grad(got, (x, weight), upstream), strict=True):
         assert_close(b, a)
 
 

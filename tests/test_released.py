@@ -1,9 +1,9 @@
 """Released AttnGAN weights: state dicts built with the original's key names (tests/original_keys.py,
 random values, saved with torch.save as the original did) load into attnfast's modules."""
+import original_keys as orig
 import pytest
 import torch
 
-import original_keys as orig
 from attnfast.models import G_NET, released
 from attnfast.models.released import ReleasedWeightsError
 
@@ -31,7 +31,7 @@ def save(tmp_path, name, state, legacy=False):
     return path
 
 
-SMALL_G = dict(branch_num=3, ngf=4, nef=8, ncf=6, z_dim=5, r_num=1)
+SMALL_G = {"branch_num": 3, "ngf": 4, "nef": 8, "ncf": 6, "z_dim": 5, "r_num": 1}
 
 
 @pytest.mark.parametrize("prefix,legacy,batch_counts", [("", False, False), ("module.", True, True)])
@@ -61,14 +61,14 @@ def test_generator_samples_as_the_same_weights_in_a_fresh_g_net(tmp_path):
     mask = torch.arange(7)[None, :] >= torch.tensor([[7], [3], [5]])
     with torch.no_grad():
         ours, theirs = net(z, sent, words, mask, eps), twin(z, sent, words, mask, eps)
-    for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]):
+    for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1], strict=True):
         torch.testing.assert_close(a, b)
     assert ours[0][-1].shape == (3, 3, 256, 256)
 
 
 def test_generator_birds_sizes_inferred_on_original_shapes():
     sizes = released.generator_sizes({k: torch.empty(s, device="meta") for k, s in orig.g_net().items()})
-    assert sizes == dict(ngf=32, nef=256, ncf=100, z_dim=100, branch_num=3, r_num=2)
+    assert sizes == {"ngf": 32, "nef": 256, "ncf": 100, "z_dim": 100, "branch_num": 3, "r_num": 2}
     one_stage = {k: torch.empty(s, device="meta") for k, s in orig.g_net(branch_num=1).items()}
     assert released.generator_sizes(one_stage)["branch_num"] == 1
 
@@ -142,8 +142,8 @@ def test_text_encoder_loads_and_encodes(tmp_path, rnn_type):
 def test_text_encoder_birds_sizes():
     sizes = released.text_encoder_sizes({k: torch.empty(s, device="meta")
                                          for k, s in orig.rnn_encoder(5450).items()})
-    assert sizes == dict(ntoken=5450, ninput=300, nhidden=256, nlayers=1, bidirectional=True,
-                         rnn_type="LSTM")
+    assert sizes == {"ntoken": 5450, "ninput": 300, "nhidden": 256, "nlayers": 1, "bidirectional": True,
+                     "rnn_type": "LSTM"}
 
 
 def test_image_encoder_loads(tmp_path):
@@ -161,9 +161,9 @@ def test_image_encoder_loads(tmp_path):
 
 
 def test_sample_cli_from_released_weights(tmp_path, capsys):
+    from attnfast import sample
     from attnfast.data import Vocabulary
     from attnfast.data.attngan_text import save_captions_pickle
-    from attnfast import sample
     vocab = Vocabulary(["a", "small", "red", "bird", "with", "wings"])
     save_captions_pickle(tmp_path / "captions.pickle", [[1, 2, 3, 4]], [[1, 3, 4]], vocab)
     torch.save(fake_state(orig.g_net(**SMALL_G), prefix="module."), tmp_path / "netG_epoch_600.pth")

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from PIL import Image
+from test_train import damsm_checkpoint, gan_checkpoint, tiny_config  # noqa: F401 - fixtures
 
 from attnfast import sample as sample_cli
 from attnfast import train as train_cli
@@ -15,7 +16,6 @@ from attnfast.interpolate import interpolate_text, paired_with_next
 from attnfast.reference.colour_consistency import colour_consistency_loss, colour_statistics
 from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.style import StyleTrainer
-from test_train import damsm_checkpoint, gan_checkpoint, tiny_config  # noqa: F401 - fixtures
 
 CPU = torch.device("cpu")
 
@@ -208,7 +208,7 @@ def test_style_transfer_cli_writes_its_grid(tmp_path, gan_checkpoint, style_chec
 
 def test_style_transfer_keeps_z_from_the_image(gan_checkpoint, style_checkpoint):
     from attnfast.generation import transfer_images
-    from attnfast.trainer.style import load_style_encoder
+    from attnfast.models.build import load_style_encoder
     netG, text_encoder, vocab, config = sample_cli.load_generator(gan_checkpoint, CPU)
     encoder, _ = load_style_encoder(style_checkpoint, CPU)
     ids, lens, _, _ = sample_cli.encode_captions(["a red circle", "a blue star"], vocab, 18)

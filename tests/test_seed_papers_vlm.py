@@ -5,15 +5,14 @@ import json
 
 import pytest
 import torch
+from test_train import TINY
 
 from attnfast import eval as eval_cli
 from attnfast import train as train_cli
 from attnfast.config import load_config
-from attnfast.models.vlmgan import MatchingScoreBlock, global_scores, local_scores
+from attnfast.models.vlmgan import MatchingScoreBlock, global_scores, local_scores, mismatched_order
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import GANTrainer
-from attnfast.trainer.vlm import mismatched_order
-from test_train import TINY
 
 CPU = torch.device("cpu")
 FAST = TINY + ["dataset.train_size=96", "damsm.batch_size=16", "damsm.lr=0.02", "model.small_encoder_width=16",

@@ -17,12 +17,12 @@ from PIL import Image
 fastapi = pytest.importorskip("fastapi", reason="the server needs fastapi (requirements.txt)")
 from fastapi.testclient import TestClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from test_train import damsm_checkpoint, gan_checkpoint  # noqa: E402,F401 - fixtures
 
 from attnfast import serve as serve_cli  # noqa: E402
 from attnfast.generation import SeededGenerator, load_generator  # noqa: E402
 from attnfast.serving import ServeSettings, create_app  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
-from test_train import damsm_checkpoint, gan_checkpoint  # noqa: E402,F401 - fixtures
 
 CPU = torch.device("cpu")
 RED = "a large red circle in the center"

@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_train import damsm_checkpoint, gan_checkpoint  # noqa: F401 - fixtures
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

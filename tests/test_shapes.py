@@ -8,11 +8,26 @@ import torch
 from PIL import Image
 
 from attnfast.data import (
-    COLOURS, MAX_CAPTION_WORDS, NUM_CLASSES, Scene, ShapeObject, ShapesDataset, Vocabulary,
-    collate_shapes, make_captions, object_mask_for_word, pad_captions, parse_background,
-    parse_caption, render_scene, sample_scene, save_image_grid, shapes_vocabulary, tokenize,
+    COLOURS,
+    MAX_CAPTION_WORDS,
+    NUM_CLASSES,
+    Scene,
+    ShapeObject,
+    ShapesDataset,
+    Vocabulary,
+    collate_shapes,
+    make_captions,
+    object_mask_for_word,
+    pad_captions,
+    parse_background,
+    parse_caption,
+    render_scene,
+    sample_scene,
+    save_image_grid,
+    shapes_vocabulary,
+    tokenize,
 )
-from attnfast.data.shapes import BACKGROUNDS, _PREPS, _STYLES
+from attnfast.data.shapes import _PREPS, _STYLES, BACKGROUNDS
 
 
 def _key(objs):

@@ -8,18 +8,19 @@ import logging
 
 import pytest
 import torch
+from test_train import TINY, tiny_config
+from tolerances import assert_close
 
 from attnfast import train as train_cli
 from attnfast.engine import amp as amp_lib
 from attnfast.models import RNN_ENCODER
+from attnfast.models.text_encoding import encode_text
 from attnfast.trainer import common
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.graphs import GraphedGANStep, batch_shapes, run_blockers
 from attnfast.trainer.speed import SpeedOptions
 from attnfast.trainer.text_cache import TextFeatureCache
-from test_train import TINY, tiny_config
-from tolerances import assert_close
 
 CPU = torch.device("cpu")
 
@@ -54,7 +55,7 @@ def test_unpacked_rnn_with_initial_state_and_device_lengths():
     hidden = tuple(torch.randn_like(h) for h in enc.init_hidden(4))
     packed = enc(caps, lens, hidden)
     unpacked = enc(caps, lens.to(torch.int32), hidden, packed=False)
-    for a, b in zip(unpacked, packed):
+    for a, b in zip(unpacked, packed, strict=True):
         assert_close(a, b.double())
 
 
@@ -80,7 +81,7 @@ def test_text_cache_hits_values_and_bound():
     caps, lens = _captions(4, 10, [3, 10, 1, 6])
     idx, cidx = torch.tensor([5, 6, 7, 8]), torch.tensor([0, 1, 0, 2])
     words, sent = cache.lookup(caps, lens, idx, cidx)
-    ref_words, ref_sent = common.encode_text(enc, caps, lens, 10)
+    ref_words, ref_sent = encode_text(enc, caps, lens, 10)
     assert_close(words, ref_words.double(), name="cached words")
     assert_close(sent, ref_sent.double(), name="cached sentence")
     assert words.dtype == torch.float32 and words.shape == (4, 16, 10)
@@ -103,7 +104,7 @@ def test_text_cache_is_emptied_when_the_encoder_changes_and_refuses_training_mod
     enc.load_state_dict(state)
     after = cache.lookup(caps, lens, idx, cidx)[1]
     assert cache.misses == 4 and not torch.allclose(before, after)
-    assert_close(after, common.encode_text(enc, caps, lens, 10)[1].double())
+    assert_close(after, encode_text(enc, caps, lens, 10)[1].double())
     # the same key with other tokens is another entry (a changed caption is never served stale)
     other = caps.clone()
     other[0, 0] = (other[0, 0] % 29) + 1
@@ -166,7 +167,7 @@ def test_static_buffer_step_equals_the_eager_step(tmp_path, damsm_ckpt, fresh_se
     batches = [next(it) for _ in range(2)]
     ref = _steps(eager, eager.eager_step, batches, fresh_seed)
     got = _steps(static, static_step, batches, fresh_seed)
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         assert r.keys() == g.keys()
         for name in r:
             assert g[name] == pytest.approx(r[name], rel=1e-5, abs=1e-6), name
@@ -342,12 +343,12 @@ def test_captured_graph_step_equals_the_eager_step(tmp_path, damsm_ckpt, text_ca
     # step 1: the same weights, so only rounding (unpacked vs packed LSTM, kernel choice) differs;
     # later steps also carry Adam's amplification of near-zero gradients (see below)
     assert got[0] == pytest.approx(ref[0], rel=1e-4, abs=1e-5)
-    for r, g in zip(ref[1:], got[1:]):
+    for r, g in zip(ref[1:], got[1:], strict=True):
         assert g == pytest.approx(r, rel=2e-2, abs=1e-3)
     # Adam turns rounding differences of near-zero gradients into up to +-lr per step: parameters
     # are compared to that bound
     bound = 2 * config["gan"]["g_lr"] * len(batches)
-    for (key, a), b in zip(_params(graphed).items(), _params(eager).values()):
+    for (key, a), b in zip(_params(graphed).items(), _params(eager).values(), strict=True):
         if a.is_floating_point():
             torch.testing.assert_close(a, b, rtol=1e-3, atol=bound, msg=key)
     graphed.flush_checks()
@@ -397,7 +398,7 @@ def test_graphed_generator_pads_the_last_batch_and_falls_back_without_cuda():
     run = GraphedGenerator(fn, batch=4, device=CPU, graphs=True)
     assert not run.graphs                                   # no CUDA: eager
     noise = torch.randn(3, 5)
-    fakes, maps = run(torch.ones(3, 6, dtype=torch.long), torch.ones(3, dtype=torch.long), noise)
+    fakes, _maps = run(torch.ones(3, 6, dtype=torch.long), torch.ones(3, dtype=torch.long), noise)
     assert torch.equal(fakes[0], noise * 2) and calls == [3]
     with pytest.raises(ValueError, match="got 5 rows"):
         run(torch.ones(5, 6, dtype=torch.long), torch.ones(5, dtype=torch.long), torch.randn(5, 5))
@@ -425,7 +426,7 @@ def test_graphed_generator_equals_eager_on_cuda(gan_ckpt):
         fakes, maps = run(ids, lens, noise)
         ref, ref_maps = sample_cli.generate(netG, text_encoder, ids, lens, noise.to(cuda), words_num, eps=eps[:5])
         assert run.graph is not None, run.failed
-        for a, b in zip(fakes + maps, ref + ref_maps):
+        for a, b in zip(fakes + maps, ref + ref_maps, strict=True):
             assert_close(a.cpu(), b.cpu().double())
 
 

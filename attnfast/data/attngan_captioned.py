@@ -15,7 +15,7 @@ from .attngan_skips import BadDataError, SkipLog
 from .attngan_text import caption_tensor
 from .vocab import Vocabulary
 
-__all__ = ["ImageRecord", "CaptionedImages"]
+__all__ = ["CaptionedImages", "ImageRecord"]
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 

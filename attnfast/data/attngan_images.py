@@ -16,7 +16,7 @@ from PIL import Image
 from .attngan_skips import BadDataError
 from .shapes import to_tensor
 
-__all__ = ["read_bounding_boxes", "bbox_crop_box", "load_rgb", "stage_images"]
+__all__ = ["bbox_crop_box", "load_rgb", "read_bounding_boxes", "stage_images"]
 
 # AttnGAN's margin: resize to R * 76 / 64 before the R x R crop.
 _RESIZE_NUM, _RESIZE_DEN = 76, 64
@@ -100,7 +100,7 @@ def stage_images(img: Image.Image, sizes: tuple[int, ...],
         new_w, new_h = int(short * w / h), short
     img = img.resize((new_w, new_h), Image.BILINEAR)
     if rng is None:
-        top, left = int(round((new_h - big) / 2.0)), int(round((new_w - big) / 2.0))
+        top, left = round((new_h - big) / 2.0), round((new_w - big) / 2.0)
         flip = False
     else:
         top, left = int(rng.integers(0, new_h - big + 1)), int(rng.integers(0, new_w - big + 1))

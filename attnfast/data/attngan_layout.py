@@ -32,13 +32,25 @@ from pathlib import Path
 from .attngan_captioned import CaptionedImages, ImageRecord
 from .attngan_images import read_bounding_boxes
 from .attngan_skips import BadDataError, SkipLog
-from .attngan_text import (encode_tokens, load_captions_pickle, read_caption_file,
-                           save_captions_pickle, vocabulary_from_tokens)
+from .attngan_text import (
+    encode_tokens,
+    load_captions_pickle,
+    read_caption_file,
+    save_captions_pickle,
+    vocabulary_from_tokens,
+)
 from .safe_pickle import load_pickle
 from .vocab import Vocabulary
 
-__all__ = ["KINDS", "AttnGANDataset", "attngan_captions", "attngan_vocabulary", "load_filenames",
-           "load_class_ids", "image_path"]
+__all__ = [
+    "KINDS",
+    "AttnGANDataset",
+    "attngan_captions",
+    "attngan_vocabulary",
+    "image_path",
+    "load_class_ids",
+    "load_filenames",
+]
 
 log = logging.getLogger("attnfast.data")
 KINDS = ("birds", "coco")
@@ -121,7 +133,7 @@ def attngan_captions(data_dir: str | Path, kind: str, captions_per_image: int,
     if pickle_path.is_file():
         train, test, vocab = load_captions_pickle(pickle_path)
         out = {}
-        for split, flat in zip(SPLITS, (train, test)):
+        for split, flat in zip(SPLITS, (train, test), strict=True):
             if len(flat) != len(names[split]) * per:
                 raise ValueError(f"{pickle_path}: {len(flat)} {split} captions for "
                                  f"{len(names[split])} images x {per} captions per image "
@@ -138,7 +150,7 @@ def attngan_captions(data_dir: str | Path, kind: str, captions_per_image: int,
         log.warning("%s: not written, because some caption files are bad", pickle_path)
     else:
         try:
-            save_captions_pickle(pickle_path, *(sum(out[s], []) for s in SPLITS), vocab)
+            save_captions_pickle(pickle_path, *([c for part in out[s] for c in part] for s in SPLITS), vocab)
             log.info("wrote %s (%d words)", pickle_path, len(vocab))
         except OSError as exc:
             log.warning("could not write %s (%s); the vocabulary is rebuilt each time", pickle_path, exc)
@@ -186,7 +198,7 @@ class AttnGANDataset(CaptionedImages):
         remap = vocab is not None and vocab != data_vocab
         dropped = 0
         records = []
-        for key, caps, class_id in zip(names, captions[split], class_ids):
+        for key, caps, class_id in zip(names, captions[split], class_ids, strict=True):
             path = image_path(data_dir, kind, key)
             if caps is None:
                 skips.skip(BadDataError(f"caption file bad: {data_dir / 'text' / key}.txt"))
@@ -199,7 +211,7 @@ class AttnGANDataset(CaptionedImages):
             if remap:
                 words = [data_vocab.decode(c).split() for c in caps]
                 caps = [encode_tokens(w, vocab) for w in words]
-                dropped += sum(len(w) - len(c) for w, c in zip(words, caps))
+                dropped += sum(len(w) - len(c) for w, c in zip(words, caps, strict=True))
                 if not all(caps):
                     skips.skip(BadDataError(f"a caption of {key} has no word of the given vocabulary"))
                     continue

@@ -12,8 +12,8 @@ message and went on, shifting every later image's captions).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +23,16 @@ from .attngan_skips import BadDataError
 from .safe_pickle import load_pickle
 from .vocab import END_TOKEN, Vocabulary, pad_captions, tokenize
 
-__all__ = ["caption_tokens", "read_caption_file", "vocabulary_from_tokens",
-           "vocabulary_from_ixtoword", "load_captions_pickle", "save_captions_pickle",
-           "encode_tokens", "caption_tensor"]
+__all__ = [
+    "caption_tensor",
+    "caption_tokens",
+    "encode_tokens",
+    "load_captions_pickle",
+    "read_caption_file",
+    "save_captions_pickle",
+    "vocabulary_from_ixtoword",
+    "vocabulary_from_tokens",
+]
 
 
 def caption_tokens(text: str) -> list[str]:
@@ -76,7 +83,7 @@ def vocabulary_from_ixtoword(ixtoword, source: str) -> Vocabulary:
     elif isinstance(ixtoword, list):
         words = ixtoword
     else:
-        raise ValueError(f"{source}: ixtoword must be a dict or a list, got {type(ixtoword).__name__}")
+        raise ValueError(f"{source}: ixtoword must be a dict or a list, got {type(ixtoword).__name__}")  # noqa: TRY004 - a ValueError: the CLIs report it as one line
     if not words or words[0] != END_TOKEN:
         raise ValueError(f"{source}: ixtoword[0] must be {END_TOKEN!r}")
     try:
@@ -87,7 +94,7 @@ def vocabulary_from_ixtoword(ixtoword, source: str) -> Vocabulary:
 
 def _check_id_lists(captions, name: str, source: str) -> list[list[int]]:
     if not isinstance(captions, list):
-        raise ValueError(f"{source}: {name} must be a list of captions")
+        raise ValueError(f"{source}: {name} must be a list of captions")  # noqa: TRY004 - a ValueError: the CLIs report it as one line
     for k, cap in enumerate(captions):
         if not isinstance(cap, list) or not all(isinstance(i, int) for i in cap):
             raise ValueError(f"{source}: {name}[{k}] is not a list of word ids")

@@ -25,8 +25,13 @@ from .attngan_skips import BadDataError, SkipLog
 from .attngan_text import caption_tokens, encode_tokens, vocabulary_from_tokens
 from .vocab import Vocabulary
 
-__all__ = ["IMAGE_SUFFIXES", "CaptionFolderDataset", "folder_split_root", "read_folder_captions",
-           "folder_vocabulary"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CaptionFolderDataset",
+    "folder_split_root",
+    "folder_vocabulary",
+    "read_folder_captions",
+]
 
 log = logging.getLogger("attnfast.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -136,7 +141,7 @@ class CaptionFolderDataset(CaptionedImages):
         records, dropped = [], 0
         for index, (rel, path, token_lists) in enumerate(read_folder_captions(folder, skips)):
             caps = [encode_tokens(t, vocab) for t in token_lists]
-            dropped += sum(len(t) - len(c) for t, c in zip(token_lists, caps))
+            dropped += sum(len(t) - len(c) for t, c in zip(token_lists, caps, strict=True))
             caps = [c for c in caps if c]
             if not caps:
                 skips.skip(BadDataError(f"no caption of {path} has a word of the vocabulary"))

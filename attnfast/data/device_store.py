@@ -191,13 +191,13 @@ class DeviceImageStore:
         """Write the rendered batch ``images`` (the items start, start + 1, ...) and check that the
         store gives back exactly these values."""
         rows = slice(start, start + images[0].shape[0])
-        for (kind, arg), image in zip(self.layout, images):
+        for (kind, arg), image in zip(self.layout, images, strict=True):
             if kind == "float32":
                 self.tensors[arg][rows] = image.to(self.device)
             elif kind == "uint8":
                 self.tensors[arg][rows] = encode_uint8(image).to(self.device)
         indices = torch.arange(rows.start, rows.stop)
-        for (kind, _), got, want in zip(self.layout, self.images(indices), images):
+        for (kind, _), got, want in zip(self.layout, self.images(indices), images, strict=True):
             if not torch.equal(got.cpu(), want):
                 raise RuntimeError(f"--dataset-on-device: the {kind} store does not reproduce the dataset's "
                                    f"{want.shape[-1]}px images exactly (items {rows.start}-{rows.stop - 1}); "

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["to_uint8_images", "make_grid_image", "save_image_grid"]
+from attnfast.engine.files import atomic_write
+
+__all__ = ["make_grid_image", "save_image_grid", "to_uint8_images"]
 
 _PAD = 2
 _BORDER = (255, 255, 255)
@@ -73,7 +75,7 @@ def make_grid_image(images, ncol: int = 8, captions: Sequence[str] | None = None
     line_h = 0
     text_h = 0
     if wrapped:
-        left, top, right, bottom = probe.textbbox((0, 0), "Ag", font=font)
+        _left, top, _right, bottom = probe.textbbox((0, 0), "Ag", font=font)
         line_h = bottom - top + 2
         text_h = line_h * max(len(lines) for lines in wrapped) + _PAD
     cell_w, cell_h = col_w + _PAD, h + text_h + _PAD
@@ -91,6 +93,5 @@ def make_grid_image(images, ncol: int = 8, captions: Sequence[str] | None = None
 def save_image_grid(images, path: str | os.PathLike, ncol: int = 8,
                     captions: Sequence[str] | None = None) -> None:
     """Write :func:`make_grid_image` as a PNG atomically (temp file in the same folder, then rename)."""
-    from attnfast.engine.files import atomic_write
     img = make_grid_image(images, ncol=ncol, captions=captions)
     atomic_write(path, lambda stream: img.save(stream, format="PNG"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["UnsafePickleError", "RestrictedUnpickler", "load_pickle", "loads_restricted"]
+__all__ = ["RestrictedUnpickler", "UnsafePickleError", "load_pickle", "loads_restricted"]
 
 # Harmless callables: builtin container/scalar constructors (Python 2 and 3 module names).
 _BUILTIN_TYPES = {"set": set, "frozenset": frozenset, "list": list, "dict": dict, "tuple": tuple,

@@ -18,6 +18,7 @@ same in any order and in any worker. Images are never flipped (captions name lef
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 from math import comb
 
@@ -28,11 +29,31 @@ from torch.utils.data import Dataset
 from .vocab import Vocabulary, tokenize
 
 __all__ = [
-    "SHAPES", "COLOURS", "BACKGROUNDS", "SIZES", "POSITIONS", "GRIDS", "grid_positions",
-    "max_objects_for_grid", "MAX_CAPTION_WORDS", "NUM_CLASSES",
-    "ShapeObject", "Scene", "ShapesDataset", "shapes_vocabulary", "sample_scene", "make_captions",
-    "render_scene", "to_tensor", "collate_shapes", "parse_caption", "parse_background",
-    "object_mask_for_word", "class_id_of", "background_weights", "scene_for_caption",
+    "BACKGROUNDS",
+    "COLOURS",
+    "GRIDS",
+    "MAX_CAPTION_WORDS",
+    "NUM_CLASSES",
+    "POSITIONS",
+    "SHAPES",
+    "SIZES",
+    "Scene",
+    "ShapeObject",
+    "ShapesDataset",
+    "background_weights",
+    "class_id_of",
+    "collate_shapes",
+    "grid_positions",
+    "make_captions",
+    "max_objects_for_grid",
+    "object_mask_for_word",
+    "parse_background",
+    "parse_caption",
+    "render_scene",
+    "sample_scene",
+    "scene_for_caption",
+    "shapes_vocabulary",
+    "to_tensor",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +321,7 @@ def shapes_vocabulary() -> Vocabulary:
 def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Even-odd point-in-polygon test, broadcasting ``u`` (x) against ``v`` (y)."""
     inside = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
-    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0)):
+    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
         if y1 == y2:
             continue
         crosses = (y1 > v) != (y2 > v)
@@ -338,7 +359,7 @@ def _cell_edges(resolution: int, grid: int = 3) -> np.ndarray:
     return np.rint(np.arange(grid + 1) * resolution / grid).astype(int)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _patch(resolution: int, shape_i: int, size_i: int, cell: int, grid: int = 3):
     """Coverage of one (shape, size, cell of a ``grid`` x ``grid`` layout) at ``resolution``, cached.
 
@@ -628,7 +649,7 @@ def parse_caption(text: str) -> list[dict]:
 def parse_background(text: str) -> str | None:
     """The background colour a caption names ("on a gray background"), or None."""
     toks = tokenize(text)
-    for a, b in zip(toks, toks[1:]):
+    for a, b in itertools.pairwise(toks):
         if b == "background" and a in _BG_IX:
             return a
     return None

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["END_TOKEN", "PAD_ID", "Vocabulary", "tokenize", "pad_captions"]
+__all__ = ["END_TOKEN", "PAD_ID", "Vocabulary", "pad_captions", "tokenize"]
 
 END_TOKEN = "<end>"
 PAD_ID = 0
@@ -47,7 +47,7 @@ class Vocabulary:
         self.wordtoix: dict[str, int] = {w: i for i, w in enumerate(self.ixtoword)}
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         """Vocabulary of every token seen at least ``min_count`` times, in first-seen order."""
         counts: Counter[str] = Counter()
         for cap in captions:
@@ -104,7 +104,7 @@ class Vocabulary:
         return {"format": "attnfast.vocab/1", "ixtoword": list(self.ixtoword)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocabulary":
+    def from_dict(cls, d: dict) -> Vocabulary:
         """Inverse of :meth:`to_dict`."""
         ixtoword = d.get("ixtoword") if isinstance(d, dict) else None
         if not isinstance(ixtoword, list) or not ixtoword or ixtoword[0] != END_TOKEN:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnfast.config import fill_defaults
 from .files import atomic_write
 
 
@@ -33,7 +34,6 @@ def load(path: str | Path, map_location="cpu", kind: str | None = None) -> dict:
     if kind is not None and state.get("kind") != kind:
         raise ValueError(f"{path} holds a {state.get('kind')!r} checkpoint, expected {kind!r}")
     if isinstance(state.get("config"), dict):
-        from attnfast.config import fill_defaults
         state["config"] = fill_defaults(state["config"])  # keys added since the file was written
     return state
 

@@ -2,8 +2,9 @@
 old file or the new one, never a torn one. The result gets the usual umask permissions."""
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, BinaryIO
+from typing import BinaryIO
 
 
 def _umask() -> int:

@@ -9,7 +9,7 @@ of its first row, whose outputs are dropped. Without CUDA, with ``graphs=False``
 capture fails (logged once), ``fn`` runs eagerly; results are the same up to float rounding.
 """
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -52,7 +52,7 @@ class GraphedGenerator:
         if self.static_in is None:
             self.static_in = tuple(x.to(self.device) for x in inputs)
         else:
-            for static, value in zip(self.static_in, inputs):
+            for static, value in zip(self.static_in, inputs, strict=True):
                 static.copy_(value, non_blocking=True)
         if self.graph is None and not self._capture():
             return self.fn(*(x[:n] for x in self.static_in))
@@ -71,7 +71,7 @@ class GraphedGenerator:
         try:
             with torch.cuda.graph(graph):
                 self.static_out = self.fn(*self.static_in)
-        except Exception as exc:  # a non-capturable op: eager from now on
+        except Exception as exc:  # noqa: BLE001 - a non-capturable op: eager from now on
             self.failed = f"{type(exc).__name__}: {exc}"
             self.static_out = None
             torch.cuda.synchronize(self.device)

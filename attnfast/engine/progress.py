@@ -11,7 +11,6 @@ seconds, and a last line (overall rate) on close: no carriage-return redraws in 
 """
 import os
 import sys
-import time
 
 from tqdm import tqdm
 

@@ -20,8 +20,22 @@ from .noise import fixed_noise, seeded_noise
 from .style_transfer import load_image, style_transfer, transfer_images
 
 __all__ = [
-    "EncodedCaptions", "encode_captions", "GeneratorModels", "load_generator", "load_released",
-    "generate", "fixed_noise", "seeded_noise", "batch_buckets", "Drawn", "SeededGenerator",
-    "GenerationError", "interpolation_images", "interpolation_strip", "load_image", "transfer_images",
-    "style_transfer", "sample_to_files",
+    "Drawn",
+    "EncodedCaptions",
+    "GenerationError",
+    "GeneratorModels",
+    "SeededGenerator",
+    "batch_buckets",
+    "encode_captions",
+    "fixed_noise",
+    "generate",
+    "interpolation_images",
+    "interpolation_strip",
+    "load_generator",
+    "load_image",
+    "load_released",
+    "sample_to_files",
+    "seeded_noise",
+    "style_transfer",
+    "transfer_images",
 ]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from attnfast.data import to_uint8_images
+from attnfast.engine.files import atomic_write
 from attnfast.engine.progress import progress_bar
-
+from attnfast.viz import attention_figure, save_png
 from .captions import encode_captions
 from .core import SeededGenerator
 from .errors import GenerationError
@@ -33,8 +35,6 @@ def sample_to_files(checkpoint, captions: list[str], out_dir, n: int = 1, batch:
     happens on worker threads. ``fuse`` folds G's BatchNorms (fuse_for_inference); ``graphs``
     captures G as CUDA graphs on the GPU (attnfast.engine.graphed_generator). ``models``: a
     :class:`GeneratorModels` loaded beforehand (e.g. by load_released) instead of ``checkpoint``."""
-    from attnfast.data import to_uint8_images
-    from attnfast.viz import attention_figure, save_png
     device = device or torch.device("cpu")
     if n < 1 or batch < 1:
         raise GenerationError(f"--n and --batch must be >= 1, got {n} and {batch}")
@@ -60,7 +60,7 @@ def sample_to_files(checkpoint, captions: list[str], out_dir, n: int = 1, batch:
             if fmt == "npz":
                 pages.allocate(pixels.shape[1:])
                 futures.append(writer.submit(pages.put, start, pixels))
-            for (c, k), image in zip(chunk, pixels):
+            for (c, k), image in zip(chunk, pixels, strict=True):
                 if fmt == "png":
                     path = out_dir / f"{c:04d}_{_slug(captions[c])}_{k}.png"
                     futures.append(writer.submit(save_png, image, path))
@@ -106,7 +106,6 @@ class _NpzPages:
 
     def save(self, path: Path, texts: list, caption_ids: list, sample_ids: list) -> None:
         import numpy as np
-        from attnfast.engine.files import atomic_write
         atomic_write(path, lambda stream: np.savez(stream, images=self.images, captions=np.array(texts),
                                                     caption_ids=np.array(caption_ids),
                                                     sample_ids=np.array(sample_ids)))

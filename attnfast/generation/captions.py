@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import torch
 
+from attnfast.data import pad_captions, tokenize
 from .errors import GenerationError
 
 LOG = logging.getLogger("attnfast")
@@ -27,7 +28,6 @@ def encode_captions(captions: list[str], vocab, words_num: int, warn: bool = Tru
     is a caption cut to ``words_num`` words. A caption with no word, or none the model knows, raises
     :class:`GenerationError` with its ``index``.
     """
-    from attnfast.data import pad_captions, tokenize
     ids, kept, unknown = [], [], []
     for index, text in enumerate(captions):
         tokens = tokenize(text)

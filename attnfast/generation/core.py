@@ -1,7 +1,7 @@
 """Drawing images: the generator on a batch of encoded captions, and batches of (caption, seed) items.
 
-:func:`generate` is the one forward pass every front end runs (sample, eval, the seed-paper features,
-serve). :class:`SeededGenerator` is the serving form: each item's noise comes from its own seed
+:func:`generate` (attnfast.models.text_encoding, re-exported here) is the one forward pass every front
+end runs (sample, eval, the seed-paper features, serve). :class:`SeededGenerator` is the serving form: each item's noise comes from its own seed
 (attnfast.generation.noise), so an item's image never depends on the items batched with it (up to float
 rounding: the kernels of a batch of 1 and of 32 may sum in another order).
 """
@@ -11,31 +11,15 @@ from typing import NamedTuple
 
 import torch
 
+from attnfast.engine.graphed_generator import GraphedGenerator
+from attnfast.models.inference import fuse_for_inference
+from attnfast.models.text_encoding import generate
 from .captions import EncodedCaptions, encode_captions
 from .interpolation import interpolation_images
 from .loading import GeneratorModels
 from .noise import fixed_noise, seeded_noise
 
 LOG = logging.getLogger("attnfast")
-
-
-@torch.no_grad()
-def generate(netG, text_encoder, captions, cap_lens, noise, words_num: int, amp: str = "off", eps=None,
-             packed: bool = True):
-    """Images of every stage and attention maps for a batch (see G_NET.forward).
-
-    captions (B, words_num) long ids, cap_lens (B,) long, noise (B, z_dim); ``eps`` (B, ncf) fixes
-    the CA noise (drawn from the global RNG when None); ``packed=False`` runs the text encoder
-    unpacked (no host sync: CUDA-graph capturable). Returns (fakes: per stage (B, 3, r, r) float32 in
-    [-1, 1], att_maps: per attentional stage (B, words_num, h, w) float32).
-    """
-    from attnfast.engine.amp import autocast
-    from attnfast.trainer.common import encode_text
-    device = noise.device
-    words, sentence = encode_text(text_encoder, captions.to(device), cap_lens, words_num, packed=packed)
-    with autocast(amp, device):
-        fakes, att_maps, _, _ = netG(noise, sentence.float(), words.float(), captions.to(device) == 0, eps=eps)
-    return [f.float() for f in fakes], [a.float() for a in att_maps]
 
 
 def batch_buckets(max_batch: int) -> tuple[int, ...]:
@@ -85,10 +69,8 @@ class SeededGenerator:
 
     def __init__(self, models: GeneratorModels, device: torch.device, amp: str = "off", fuse: bool = True,
                  graphs: bool = False, max_batch: int = 64):
-        from attnfast.engine.graphed_generator import GraphedGenerator
         netG, self.text_encoder, self.vocab, self.config = models
         if fuse:
-            from attnfast.models.inference import fuse_for_inference
             netG = fuse_for_inference(netG)
         self.netG, self.device, self.amp = netG, device, amp
         self.words_num = self.config["dataset"]["words_num"]

@@ -2,8 +2,10 @@
 math): the images along it, and the strip PNG of ``python -m attnfast.sample --interpolate A B``."""
 import torch
 
+from attnfast.data.grid import save_image_grid
+from attnfast.engine.amp import autocast
 from attnfast.interpolate import interpolate_text
-
+from attnfast.models.text_encoding import encode_text
 from .captions import encode_captions
 from .loading import load_generator
 from .noise import fixed_noise
@@ -17,8 +19,6 @@ def interpolation_images(netG, text_encoder, captions, cap_lens, words_num: int,
     captions (2, words_num) ids, cap_lens (2,), noise (1, z_dim), eps (1, ncf) (the CA noise).
     Returns (steps, 3, S, S) float images of the last stage, beta = linspace(0, 1, steps).
     """
-    from attnfast.engine.amp import autocast
-    from attnfast.trainer.common import encode_text
     if steps < 2:
         raise ValueError(f"--steps must be >= 2, got {steps}")
     device = noise.device
@@ -37,7 +37,6 @@ def interpolation_images(netG, text_encoder, captions, cap_lens, words_num: int,
 def interpolation_strip(checkpoint, caption_a: str, caption_b: str, out_path, steps: int = 8,
                         seed: int = 0, device: torch.device | None = None, amp: str = "off") -> dict:
     """Write the strip PNG (one row of ``steps`` images, beta under each) to ``out_path``."""
-    from attnfast.data.grid import save_image_grid
     device = device or torch.device("cpu")
     netG, text_encoder, vocab, config = load_generator(checkpoint, device)
     words_num = config["dataset"]["words_num"]

@@ -1,36 +1,12 @@
 """The models behind generation: an attnfast GAN checkpoint, or the original AttnGAN's released weights."""
-from typing import NamedTuple
-
 import torch
 
+from attnfast.data.attngan_text import load_captions_pickle
+from attnfast.models.build import GeneratorModels, load_generator
+from attnfast.models.released import load_released_generator, load_released_text_encoder
 from .errors import GenerationError
 
-
-class GeneratorModels(NamedTuple):
-    """What every way of drawing images needs: the generator (eval mode), the frozen text encoder
-    (eval mode), the vocabulary and a config with at least ``dataset.words_num`` and
-    ``model.{z_dim, condition_dim, branch_num}``."""
-    netG: torch.nn.Module
-    text_encoder: torch.nn.Module
-    vocab: object
-    config: dict
-
-
-def load_generator(path, device: torch.device) -> GeneratorModels:
-    """The EMA generator, the text encoder, the vocabulary and the config of a GAN checkpoint
-    (loaded with ``weights_only=True``; a missing, foreign or non-GAN file raises naming it)."""
-    from attnfast.data import Vocabulary
-    from attnfast.engine import checkpoint as ckpt
-    from attnfast.trainer.common import build_text_encoder
-    from attnfast.trainer.gan import build_generator
-    state = ckpt.load(path, map_location=device, kind="gan")
-    config = state["config"]
-    vocab = Vocabulary.from_dict(state["vocab"])
-    netG = build_generator(config)
-    netG.load_state_dict(state["netG_ema"])
-    text_encoder = build_text_encoder(config, len(vocab))
-    text_encoder.load_state_dict(state["text_encoder"])
-    return GeneratorModels(netG.to(device).eval(), text_encoder.to(device).eval(), vocab, config)
+__all__ = ["GeneratorModels", "add_model_arguments", "load_generator", "load_released", "models_from_args"]
 
 
 def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device, words_num: int = 25,
@@ -38,8 +14,6 @@ def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device
     """The original AttnGAN's released weights as :func:`load_generator` returns a checkpoint: the
     generator (``netG_*.pth``), the DAMSM text encoder (``text_encoder*.pth``), the vocabulary of
     the data set's ``captions.pickle`` and a config with words_num / z_dim / branch_num."""
-    from attnfast.data.attngan_text import load_captions_pickle
-    from attnfast.models.released import load_released_generator, load_released_text_encoder
     if not text_encoder_path or not vocab_path:
         raise GenerationError("--netG needs --text-encoder PATH and --vocab captions.pickle")
     netG = load_released_generator(netG_path, mask_mode=mask_mode)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnfast.data.grid import save_image_grid
+from attnfast.models.build import load_style_encoder, stage_resolutions
 from .captions import encode_captions
 from .core import generate
 from .errors import GenerationError
@@ -49,8 +51,6 @@ def transfer_images(netG, text_encoder, style_encoder, images, captions, cap_len
 def style_transfer(checkpoint, style_checkpoint, image_paths: list, captions: list[str], out_path,
                    seed: int = 0, device: torch.device | None = None, amp: str = "off") -> dict:
     """Write the style-transfer grid PNG to ``out_path``; returns a summary."""
-    from attnfast.data.grid import save_image_grid
-    from attnfast.trainer.style import load_style_encoder
     device = device or torch.device("cpu")
     if not image_paths:
         raise GenerationError("--style-from needs at least one image")
@@ -59,7 +59,6 @@ def style_transfer(checkpoint, style_checkpoint, image_paths: list, captions: li
     if encoder.z_dim != config["model"]["z_dim"]:
         raise ValueError(f"{style_checkpoint}: the style encoder predicts z_dim {encoder.z_dim}, the "
                          f"generator of {checkpoint} takes {config['model']['z_dim']}")
-    from attnfast.trainer.common import stage_resolutions
     size = stage_resolutions(config)[-1]
     images = torch.cat([load_image(p, size) for p in image_paths]).to(device)
     words_num = config["dataset"]["words_num"]

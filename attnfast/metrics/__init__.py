@@ -3,5 +3,10 @@
 from .inception_metrics import InceptionMetrics, load_inception_features, to_uint8_rgb
 from .r_precision import r_precision, r_precision_from_features
 
-__all__ = ["r_precision", "r_precision_from_features", "InceptionMetrics", "load_inception_features",
-           "to_uint8_rgb"]
+__all__ = [
+           "InceptionMetrics",
+           "load_inception_features",
+           "r_precision",
+           "r_precision_from_features",
+           "to_uint8_rgb",
+]

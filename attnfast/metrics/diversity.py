@@ -28,7 +28,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from attnfast.data import ShapesDataset
 from attnfast.data.shapes import render_scene, scene_for_caption, to_tensor
+from attnfast.generation import encode_captions, generate, seeded_noise
 from .shapes_accuracy import CellClassifier, cell_crops
 
 DEFAULT_CAPTIONS = 50
@@ -110,7 +112,6 @@ def generated_image_sets(netG, text_encoder, ids: torch.Tensor, lens: torch.Tens
     """float32 (K, n, 3, S, S) in [-1, 1] on the CPU: n samples of each of the K encoded captions (ids
     (K, words_num) long, lens (K,) long); sample i of caption k is image j = k * n + i, drawn with seed
     ``seed + j`` (attnfast.generation.seeded_noise: z and the CA noise)."""
-    from attnfast.generation import generate, seeded_noise
     check_sets(ids.shape[0], n)
     device = device or torch.device("cpu")
     count = ids.shape[0] * n
@@ -128,7 +129,6 @@ def generated_image_sets(netG, text_encoder, ids: torch.Tensor, lens: torch.Tens
 def shapes_test_captions(config: dict, count: int) -> list[str]:
     """Caption 0 of the first ``count`` scenes of the shapes test split of ``config`` (the captions
     the shapes evaluation generates from)."""
-    from attnfast.data import ShapesDataset
     data = config["dataset"]
     dataset = ShapesDataset(count, seed=data["seed"], split="test",
                             captions_per_image=data["captions_per_image"], words_num=data["words_num"],
@@ -144,7 +144,6 @@ def evaluate_diversity(models, classifier: CellClassifier, captions: list[str], 
     (config: ``dataset.{words_num, grid}``, ``model.z_dim``). Returns :func:`diversity`'s dict plus
     ``seed`` and ``resolution``.
     """
-    from attnfast.generation import encode_captions
     netG, text_encoder, vocab, config = models
     check_sets(len(captions), n)
     words_num, grid = config["dataset"]["words_num"], config["dataset"]["grid"]

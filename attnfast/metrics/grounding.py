@@ -1,7 +1,6 @@
 """Attention grounding on the shapes dataset: the pointing game. For each word of a caption that
 names an object's shape or colour, the peak of that word's attention map must fall inside the
 ground-truth mask of the object(s) it names."""
-import numpy as np
 import torch
 
 from attnfast.data import object_mask_for_word
@@ -13,7 +12,7 @@ def pointing_game(attn: torch.Tensor, words: list[list[str]], scenes: list) -> d
     rate (mean mask area) for the same trials."""
     hits, trials, chance = 0, 0, 0.0
     side = attn.shape[-1]
-    for i, (tokens, scene) in enumerate(zip(words, scenes)):
+    for i, (tokens, scene) in enumerate(zip(words, scenes, strict=True)):
         for t, word in enumerate(tokens[:attn.shape[1]]):
             mask = object_mask_for_word(scene, word, resolution=side)
             if not mask.any():

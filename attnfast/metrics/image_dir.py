@@ -1,8 +1,8 @@
 """A directory of images (generated samples or real references) as uint8 RGB batches, for IS/FID."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

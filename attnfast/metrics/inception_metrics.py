@@ -44,8 +44,16 @@ from torch import nn
 from attnfast.models.inception import IGNORED_PREFIXES, Inception3, InceptionA, InceptionC, InceptionE
 from attnfast.models.released import load_state_strict, read_state_dict
 
-__all__ = ["FID_WEIGHTS", "TORCHVISION_WEIGHTS", "VARIANTS", "MetricUnavailable", "InceptionFeatures",
-           "load_inception_features", "to_uint8_rgb", "InceptionMetrics"]
+__all__ = [
+    "FID_WEIGHTS",
+    "TORCHVISION_WEIGHTS",
+    "VARIANTS",
+    "InceptionFeatures",
+    "InceptionMetrics",
+    "MetricUnavailable",
+    "load_inception_features",
+    "to_uint8_rgb",
+]
 
 FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 TORCHVISION_WEIGHTS = "inception_v3_google-0cc3c7bd.pth"
@@ -65,8 +73,9 @@ def _torchmetrics():
         from torchmetrics.image.inception import InceptionScore
     except ImportError as exc:
         raise MetricUnavailable(
-            f"IS and FID need torchmetrics (pure Python: pip install torchmetrics; torchvision and "
-            f"torch-fidelity are not needed), which is not importable here: {exc}") from exc
+            f"IS and FID need the package 'torchmetrics', which is not importable here ({exc}): "
+            f"pip install 'attnfast[metrics]' (or pip install torchmetrics; torchvision and "
+            f"torch-fidelity are not needed)") from exc
     return FrechetInceptionDistance, InceptionScore
 
 

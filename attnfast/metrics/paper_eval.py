@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnfast.data.attngan_text import caption_tensor
+from attnfast.data.grid import to_uint8_images
 from attnfast.engine.progress import progress_bar
+from attnfast.generation import generate
+from attnfast.models.text_encoding import encode_text
 from attnfast.reference.damsm import GAMMA1, GAMMA2
+from attnfast.viz import save_png
 from .r_precision import r_precision_from_features
 
 __all__ = ["caption_schedule", "evaluate_generator"]
@@ -62,11 +67,6 @@ def evaluate_generator(netG, text_encoder, image_encoder, captions, class_ids, *
         {"r_precision": {...}, "inception_score": {...}, "fid": {...}, "images": n_images,
         "captions_used": distinct captions} (IS / FID only with ``inception``).
     """
-    from attnfast.data.attngan_text import caption_tensor
-    from attnfast.data.grid import to_uint8_images
-    from attnfast.generation import generate
-    from attnfast.trainer.common import encode_text
-    from attnfast.viz import save_png
     device = torch.device(device) if device is not None else next(netG.parameters()).device
     if len(captions) != len(class_ids):
         raise ValueError(f"captions ({len(captions)} items) and class_ids ({len(class_ids)}) differ")

@@ -31,6 +31,7 @@ import contextlib
 import numpy as np
 import torch
 
+from attnfast.ops import damsm_scores
 from attnfast.reference.damsm import COSINE_EPS, GAMMA1, GAMMA2
 
 SCORES = ("word", "sentence", "both")
@@ -108,7 +109,7 @@ class _WordScores:
                  runs, candidates):
         self.regions, self.words = regions, words
         self.lens = torch.as_tensor(cap_lens, device=words.device).long()
-        self.kwargs = dict(gamma1=gamma1, gamma2=gamma2, backend=backend)
+        self.kwargs = {"gamma1": gamma1, "gamma2": gamma2, "backend": backend}
         if strategy == "auto":
             # The matrix scores N*M pairs once; the per-image path N*runs*candidates pairs in
             # N*runs calls. On a GPU those calls cost more in launches and syncs than the pairs.
@@ -118,7 +119,6 @@ class _WordScores:
 
     @torch.no_grad()
     def _matrix(self, batch_size):
-        from attnfast.ops import damsm_scores
         return torch.cat([damsm_scores(self.regions[s:s + batch_size], self.words, self.lens,
                                        **self.kwargs).float()
                           for s in range(0, self.regions.shape[0], batch_size)])
@@ -128,11 +128,10 @@ class _WordScores:
         if self.matrix is not None:
             device = self.matrix.device
             return self.matrix[images.to(device)[:, None], cand.to(device)]
-        from attnfast.ops import damsm_scores
         cand = cand.to(self.words.device)
         return torch.cat([damsm_scores(self.regions[n:n + 1], self.words[c], self.lens[c],
                                        **self.kwargs).float()
-                          for n, c in zip(images.tolist(), cand)])
+                          for n, c in zip(images.tolist(), cand, strict=True)])
 
 
 @torch.no_grad()
@@ -218,7 +217,7 @@ def _eval_mode(*modules):
             m.eval()
         yield
     finally:
-        for m, state in zip(modules, states):
+        for m, state in zip(modules, states, strict=True):
             m.train(state)
 
 

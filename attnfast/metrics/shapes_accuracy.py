@@ -13,6 +13,7 @@ from torch import nn
 
 from attnfast.data import COLOURS, GRIDS, SHAPES, SIZES, ShapesDataset
 from attnfast.data.shapes import max_objects_for_grid
+from attnfast.engine.checkpoint import save_atomic
 
 EMPTY = len(SHAPES)             # shape class of an empty cell
 CELL = 24                       # each grid cell is read as a CELL x CELL crop
@@ -93,12 +94,12 @@ def _real_crops(dataset: ShapesDataset) -> tuple[torch.Tensor, tuple]:
                                      for i in range(start, min(start + chunk, len(dataset)))]), dataset.grid)
              for start in range(0, len(dataset), chunk)]
     labels = [scene_labels(dataset.get_scene(i)) for i in range(len(dataset))]
-    return torch.cat(crops), tuple(torch.cat(parts) for parts in zip(*labels))
+    return torch.cat(crops), tuple(torch.cat(parts) for parts in zip(*labels, strict=True))
 
 
 def _loss(outputs, targets):
     return sum(F.cross_entropy(o.reshape(-1, o.shape[-1]), t.reshape(-1), ignore_index=_IGNORE)
-               for o, t in zip(outputs, targets))
+               for o, t in zip(outputs, targets, strict=True))
 
 
 def train_classifier(images_per_grid: dict | None = None, epochs: int = 3, batch_size: int = 576,
@@ -111,7 +112,7 @@ def train_classifier(images_per_grid: dict | None = None, epochs: int = 3, batch
                                        max_objects=max_objects_for_grid(grid), grid=grid))
              for grid, n in (images_per_grid or _TRAIN_IMAGES).items()]
     crops = torch.cat([c for c, _ in parts])
-    targets = tuple(torch.cat(t) for t in zip(*(t for _, t in parts)))
+    targets = tuple(torch.cat(t) for t in zip(*(t for _, t in parts), strict=True))
     model = CellClassifier()
     per_epoch = crops.shape[0] // batch_size
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -142,10 +143,9 @@ def cached_classifier(cache_dir: str | Path | None = None) -> CellClassifier:
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model.eval()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt
             path.unlink()  # a corrupt cache is rebuilt
     model = train_classifier()
-    from attnfast.engine.checkpoint import save_atomic
     save_atomic(model.state_dict(), path)
     return model
 
@@ -169,7 +169,7 @@ def attribute_accuracy(model: CellClassifier, images: torch.Tensor, scenes: list
         raise ValueError(f"scenes of one call must share a grid, got grids {sorted(grids)}")
     shape, colour, size = predict_cells(model, images, grids.pop())
     truth = [scene_labels(s) for s in scenes]
-    t_shape, t_colour, t_size = (torch.stack(parts) for parts in zip(*truth))
+    t_shape, t_colour, t_size = (torch.stack(parts) for parts in zip(*truth, strict=True))
     occupied = t_shape != EMPTY
     shape_ok = shape == t_shape
     colour_ok = colour == t_colour

@@ -12,6 +12,11 @@ from pathlib import Path
 import torch
 
 from attnfast.data import ShapesDataset, collate_shapes
+from attnfast.engine import checkpoint as ckpt
+from attnfast.generation import generate, load_generator, seeded_noise
+from attnfast.metrics.r_precision import r_precision_from_features
+from attnfast.models.build import build_image_encoder
+from attnfast.models.text_encoding import encode_text
 from . import diversity, grounding, shapes_accuracy
 
 
@@ -21,7 +26,6 @@ def generate_for_dataset(netG, text_encoder, dataset, words_num: int, z_dim: int
     """Images of the last stage (N, 3, S, S), attention of the first attentional stage (N, T, h, w)
     (or None), and the batch tensors, for every item of ``dataset``; item i is drawn with seed
     ``seed + i`` (attnfast.generation.seeded_noise: z and the CA noise, so the result is reproducible)."""
-    from attnfast.generation import generate, seeded_noise
     images, attention, captions, lens = [], [], [], []
     for start in range(0, len(dataset), batch):
         items = collate_shapes([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
@@ -46,9 +50,6 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
 
     ``diversity_captions`` K (0: none) and ``diversity_n`` n size the "diversity" entry: n samples of
     each of the first K test captions (seeds ``seed + j``)."""
-    from attnfast.engine import checkpoint as ckpt
-    from attnfast.generation import load_generator
-    from attnfast.trainer.common import build_image_encoder
     device = device or torch.device("cpu")
     if diversity_captions < 0:
         raise ValueError(f"diversity_captions must be >= 0 (0: no diversity), got {diversity_captions}")
@@ -75,7 +76,7 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
         "attribute_accuracy_real_images": shapes_accuracy.attribute_accuracy(classifier, real, scenes),
     }
     if attention is not None:
-        tokens = [vocab.decode(row[:n]).split() for row, n in zip(captions, lens.tolist())]
+        tokens = [vocab.decode(row[:n]).split() for row, n in zip(captions, lens.tolist(), strict=True)]
         report["pointing_game"] = grounding.pointing_game(attention, tokens, scenes)
     report["r_precision"] = _r_precision(image_encoder, text_encoder, images, captions, lens, words_num,
                                          config, device, r_runs, seed)
@@ -92,11 +93,6 @@ def evaluate_checkpoint(checkpoint, out_json=None, device: torch.device | None =
 @torch.no_grad()
 def _r_precision(image_encoder, text_encoder, images, captions, lens, words_num, config, device,
                  runs, seed):
-    try:
-        from attnfast.metrics.r_precision import r_precision_from_features
-    except ImportError:
-        return None
-    from attnfast.trainer.common import encode_text
     regions, codes, words, sentences = [], [], [], []
     for start in range(0, images.shape[0], 100):
         r, c = image_encoder(images[start:start + 100].to(device))

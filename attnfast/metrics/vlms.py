@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from attnfast.models.text_encoding import encode_text
+from attnfast.models.vlmgan import matching_scores, mismatched_order
+
 LEVELS = ("vlms", "local", "global", "general")
 
 
@@ -24,8 +27,6 @@ def vlms_scores(msb, image_encoder, text_encoder, images, captions, cap_lens, wo
     """Per-pair scores: images (N, 3, S, S) in [-1, 1], captions (N, words_num) ids, cap_lens (N,);
     image n is paired with caption ``order[n]`` (default n). Returns a dict of (N,) float32 CPU
     tensors for each of :data:`LEVELS`."""
-    from attnfast.models.vlmgan import matching_scores
-    from attnfast.trainer.common import encode_text
     device = device or torch.device("cpu")
     count = images.shape[0]
     if captions.shape[0] != count or cap_lens.shape[0] != count:
@@ -52,7 +53,6 @@ def vlms(msb, image_encoder, text_encoder, images, captions, cap_lens, class_ids
          gamma2: float = 5.0, seed: int = 0) -> dict:
     """The metric: {"true": {level: mean}, "shuffled": {level: mean}, "gap": VLMS true - shuffled,
     "pairs": N, "shuffled_pairs": the usable mismatched pairs (different classes)}."""
-    from attnfast.trainer.vlm import mismatched_order
     class_ids = torch.as_tensor(class_ids)
     args = (msb, image_encoder, text_encoder, images, captions, cap_lens, words_num, batch_size, device,
             gamma1, gamma2)

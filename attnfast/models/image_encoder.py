@@ -1,6 +1,7 @@
 """DAMSM image encoders: the original Inception-v3 based ``CNN_ENCODER`` and a small conv encoder
 for the shapes dataset. Both map images (B, 3, H, W) in [-1, 1] to region features
 (B, nef, h, w) and a global code (B, nef)."""
+import itertools
 import math
 
 import torch
@@ -126,7 +127,7 @@ class SmallImageEncoder(nn.Module):
         self.input_size = input_size
         widths = [min(ndf * 2 ** i, ndf * 8) for i in range(int(steps))]
         blocks = [_down(3, widths[0], norm=False)]
-        blocks += [_down(cin, cout) for cin, cout in zip(widths[:-1], widths[1:])]
+        blocks += [_down(cin, cout) for cin, cout in itertools.pairwise(widths)]
         self.trunk = nn.Sequential(*blocks)
         self.head = _down(widths[-1], min(widths[-1] * 2, ndf * 8))
         self.emb_features = conv1x1(widths[-1], nef)

@@ -228,7 +228,7 @@ def load_inception_weights(model: nn.Module, weights_path) -> nn.Module:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")
+        raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")  # noqa: TRY004 - a ValueError: the CLIs report it as one line
     state = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
     return load_state_strict(model, state, f"Inception-v3 weights {path!r}")
 

@@ -17,6 +17,7 @@ custom ``forward`` after a conv held elsewhere is left as is (in eval mode). The
 never modified.
 """
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -90,7 +91,7 @@ def _is_up_block(seq: nn.Sequential) -> bool:
 def _fold_sequential(seq: nn.Sequential) -> None:
     """Fold each Conv2d/Linear + BatchNorm pair of ``seq`` in place (the BN becomes Identity)."""
     keys = list(seq._modules)
-    for first, second in zip(keys, keys[1:]):
+    for first, second in itertools.pairwise(keys):
         layer, bn = seq._modules[first], seq._modules[second]
         if not (isinstance(layer, (nn.Conv2d, nn.Linear)) and isinstance(bn, _BATCH_NORMS)
                 and bn.running_mean is not None and bn.num_features == layer.weight.shape[0]):

@@ -37,9 +37,17 @@ from .inception import _listing
 from .inception import load_state_strict as _load_state_strict
 from .text_encoder import RNN_ENCODER
 
-__all__ = ["ReleasedWeightsError", "read_state_dict", "load_state_strict", "generator_sizes",
-           "text_encoder_sizes", "image_encoder_sizes", "load_released_generator",
-           "load_released_text_encoder", "load_released_image_encoder"]
+__all__ = [
+    "ReleasedWeightsError",
+    "generator_sizes",
+    "image_encoder_sizes",
+    "load_released_generator",
+    "load_released_image_encoder",
+    "load_released_text_encoder",
+    "load_state_strict",
+    "read_state_dict",
+    "text_encoder_sizes",
+]
 
 DATA_PARALLEL_PREFIX = "module."
 

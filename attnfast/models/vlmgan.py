@@ -183,6 +183,17 @@ def vvm_losses(msb, fake_regions, fake_code, real_regions, real_code, words, sen
     return {"local": l0 + l1, "global": g0 + g1, "general": general}
 
 
+def mismatched_order(class_ids: torch.Tensor, generator: torch.Generator | None = None):
+    """A random permutation ``order`` (B,) of the batch without fixed points and the (B,) bool mask
+    of the pairs (b, order[b]) whose classes differ (the usable negatives). Draws from
+    ``generator`` (default: the global RNG)."""
+    size = class_ids.shape[0]
+    cycle = torch.randperm(size, generator=generator)
+    order = torch.empty_like(cycle)
+    order[cycle] = cycle.roll(-1)            # one random cycle through the batch: no fixed points
+    return order, class_ids != class_ids[order]
+
+
 def build_matching_block(config: dict) -> MatchingScoreBlock:
     vlm = config["vlm"]
     return MatchingScoreBlock(config["model"]["embedding_dim"], vlm["dim"], vlm["heads"], vlm["layers"],

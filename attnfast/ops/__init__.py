@@ -7,7 +7,17 @@ from .blocks import GLU, ResBlock, conv1x1, conv3x3, upBlock
 from .damsm import damsm_scores, func_attention, sent_loss, words_loss
 
 __all__ = [
-    "BACKENDS", "default_backend", "word_region_attention", "GlobalAttentionGeneral",
-    "damsm_scores", "func_attention", "words_loss", "sent_loss", "GLU", "upBlock", "ResBlock",
-    "conv1x1", "conv3x3",
+    "BACKENDS",
+    "GLU",
+    "GlobalAttentionGeneral",
+    "ResBlock",
+    "conv1x1",
+    "conv3x3",
+    "damsm_scores",
+    "default_backend",
+    "func_attention",
+    "sent_loss",
+    "upBlock",
+    "word_region_attention",
+    "words_loss",
 ]

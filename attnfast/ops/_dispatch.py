@@ -6,7 +6,7 @@ loader imports the implementation lazily, so a missing Triton or ``attnfast._C``
 """
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -29,7 +29,7 @@ def triton_usable(device: torch.device) -> tuple[bool, str]:
     """Triton runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1."""
     try:
         import triton  # noqa: F401
-    except Exception as exc:  # pragma: no cover - depends on the machine
+    except Exception as exc:  # pragma: no cover - depends on the machine  # noqa: BLE001
         return False, f"triton is not importable ({exc})"
     if device.type == "cuda":
         return True, ""
@@ -42,7 +42,7 @@ def extension_usable(device: torch.device) -> tuple[bool, str]:
     """The C++/CUDA extension ``attnfast._C``, built with CUDA for CUDA tensors."""
     try:
         from attnfast import _C  # type: ignore[attr-defined]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to load the extension means it is not usable; said why
         return False, f"the extension attnfast._C is not built ({exc.__class__.__name__}: {exc})"
     if device.type == "cuda" and not getattr(_C, "WITH_CUDA", False):
         return False, "attnfast._C was built without CUDA"
@@ -86,7 +86,7 @@ class OpBackends:
             return False, why
         try:
             self._load(backend)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a backend that fails to load is reported as unusable, with the error
             return False, f"loading the {backend} implementation failed ({exc})"
         accepts = self._accepts.get(backend)
         refusal = accepts(*inputs) if accepts is not None and inputs else None

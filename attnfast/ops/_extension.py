@@ -24,7 +24,7 @@ import torch
 
 from attnfast import _C, reference
 
-__all__ = ["word_region_attention_extension", "damsm_scores_extension", "damsm_save_budget_bytes"]
+__all__ = ["damsm_save_budget_bytes", "damsm_scores_extension", "word_region_attention_extension"]
 
 _EMPTY = (0,)  # an output that was not asked for: custom ops return tensors, not None
 SAVE_BUDGET_ENV = "ATTNFAST_DAMSM_SAVE_MB"

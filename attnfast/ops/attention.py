@@ -4,7 +4,7 @@ from torch import nn
 
 from attnfast import reference
 from . import _validate as check
-from ._dispatch import OpBackends, triton_usable, extension_usable
+from ._dispatch import OpBackends, extension_usable, triton_usable
 
 BACKENDS = OpBackends("word_region_attention")
 BACKENDS.register("reference", lambda: reference.word_region_attention)

@@ -8,9 +8,11 @@ The statistics are per image and do not depend on the resolution, so stages of d
 compared directly (no resampling). The paper's values are lambda1 = 1, lambda2 = 5; the generator
 adds alpha * sum_i L_Ci (alpha = 50 in the paper's unconditional experiments).
 """
+import itertools
+
 import torch
 
-__all__ = ["colour_statistics", "colour_consistency_loss", "LAMBDA1", "LAMBDA2"]
+__all__ = ["LAMBDA1", "LAMBDA2", "colour_consistency_loss", "colour_statistics"]
 
 LAMBDA1 = 1.0
 LAMBDA2 = 5.0
@@ -55,7 +57,7 @@ def colour_consistency_loss(stages, lambda1: float = LAMBDA1, lambda2: float = L
             raise ValueError(f"stages[{i}] holds {images.shape[0]} images, stages[0] {stages[0].shape[0]}")
     stats = [colour_statistics(images) for images in stages]
     total = 0.0
-    for (mu_lo, sigma_lo), (mu_hi, sigma_hi) in zip(stats[:-1], stats[1:]):
+    for (mu_lo, sigma_lo), (mu_hi, sigma_hi) in itertools.pairwise(stats):
         mean_term = (mu_hi - mu_lo).pow(2).sum(dim=1)                     # (B,)
         cov_term = (sigma_hi - sigma_lo).pow(2).sum(dim=(1, 2))           # (B,) squared Frobenius
         total = total + (lambda1 * mean_term + lambda2 * cov_term).mean()

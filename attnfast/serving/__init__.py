@@ -5,4 +5,4 @@ from .app import create_app
 from .batcher import DynamicBatcher, QueueFull
 from .settings import ServeSettings
 
-__all__ = ["create_app", "DynamicBatcher", "QueueFull", "ServeSettings"]
+__all__ = ["DynamicBatcher", "QueueFull", "ServeSettings", "create_app"]

@@ -24,7 +24,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnfast.generation import GenerationError
-
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .encoding import encode_attention, encode_images
 from .metrics import ServeMetrics
@@ -127,7 +126,7 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
         def payload():
             files = encode_images(pixels, body.format)
             out = []
-            for j, (row, image) in enumerate(zip(rows.tolist(), files)):
+            for j, (row, image) in enumerate(zip(rows.tolist(), files, strict=True)):
                 item = {"caption": row, "seed": seeds[j], "image": image}
                 if body.attention:
                     item["attention"] = ([] if attention is None else
@@ -135,7 +134,7 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                 out.append(item)
             return {"seed": seed, "format": body.format, "size": pixels.shape[-1],
                     "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                                 in zip(body.captions, encoded.tokens, encoded.unknown)],
+                                 in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
                     "images": out}
 
         return await asyncio.to_thread(payload)
@@ -151,8 +150,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
         files = await asyncio.to_thread(encode_images, path, body.format)
         return {"seed": seed, "format": body.format, "size": path.shape[-1],
                 "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                             in zip(body.captions, encoded.tokens, encoded.unknown)],
-                "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files)]}
+                             in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
+                "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files, strict=True)]}
 
     @app.get("/v1/health")
     async def health():

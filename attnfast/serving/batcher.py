@@ -14,8 +14,8 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -220,7 +220,7 @@ class DynamicBatcher:
     def _run_call(self, job: _Job) -> None:
         try:
             result = job.call(self.core)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the error goes back to every request of the batch
             job.resolve(error=exc)
             return
         if self.metrics is not None:

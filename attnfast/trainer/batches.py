@@ -1,9 +1,12 @@
 """Deterministic step-indexed batches: the batch of global step s depends only on (seed, s), so a
 resumed run reads exactly the batches the uninterrupted run would have read."""
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from attnfast.data.device_store import TextItems
+from .distributed import shard
 
 
 def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -32,7 +35,6 @@ def step_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int, 
     the store by index, so the batches equal the storeless ones.
     """
     if store is not None:
-        from attnfast.data.device_store import TextItems
         dataset = TextItems(dataset)
     per_epoch = steps_per_epoch(len(dataset), batch_size)
     epoch, offset = divmod(start_step, per_epoch)
@@ -41,7 +43,6 @@ def step_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int, 
             dataset.set_epoch(epoch)
         batches = epoch_batches(len(dataset), batch_size, seed, epoch)[offset:]
         if dist is not None and dist.enabled:
-            from .distributed import shard
             batches = [shard(b, dist) for b in batches]
         # The loader's own generator: creating an iterator must not draw from the global RNG,
         # or a resumed run (which creates one mid-epoch) would shift the training noise.

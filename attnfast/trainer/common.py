@@ -1,11 +1,14 @@
-"""Pieces shared by the DAMSM and GAN trainers: builders from the config, the step loop with
-logging, finite-loss checks and checkpoints."""
+"""Pieces shared by the DAMSM and GAN trainers: data sets and vocabularies from the config, the step
+loop with logging, finite-loss checks and checkpoints (networks are built by attnfast.models.build)."""
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from attnfast.data import ShapesDataset, shapes_vocabulary
+from attnfast.data.attngan_layout import AttnGANDataset, attngan_vocabulary
+from attnfast.data.caption_folder import CaptionFolderDataset, folder_vocabulary
 from attnfast.engine import amp as amp_lib
 from attnfast.engine import checkpoint as ckpt
 from attnfast.engine.progress import progress_bar
@@ -15,42 +18,18 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the run stops before the weights are touched."""
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available")
-    return device
-
-
-def stage_resolutions(config: dict) -> tuple[int, ...]:
-    """Image sizes of the generator's stages: 64, 128, 256 for branch_num 1..3 (from 32 with
-    model.base_size 32)."""
-    branches = int(config["model"]["branch_num"])
-    if not 1 <= branches <= 3:
-        raise ValueError(f"model.branch_num must be 1, 2 or 3, got {branches}")
-    base = int(config["model"].get("base_size", 64))
-    if base not in (32, 64):
-        raise ValueError(f"model.base_size must be 32 or 64, got {base}")
-    return tuple(base * 2 ** i for i in range(branches))
-
-
 DATASETS = ("shapes", "birds", "coco", "folder")
 
 
 def build_dataset(config: dict, split: str, resolutions: tuple[int, ...], vocab=None):
     """The ``split`` of ``dataset.name``; ``vocab`` (e.g. a DAMSM checkpoint's) encodes the
     captions of birds/coco/folder (default: the data set's own; shapes' vocabulary is fixed)."""
-    from attnfast.data import ShapesDataset
     data = config["dataset"]
     if data["name"] in ("birds", "coco"):
-        from attnfast.data.attngan_layout import AttnGANDataset
         return AttnGANDataset(data["data_dir"], data["name"], split, multi_res=resolutions,
                               words_num=data["words_num"], captions_per_image=data["captions_per_image"],
                               vocab=vocab, strict=data["strict"], seed=data["seed"])
     if data["name"] == "folder":
-        from attnfast.data.caption_folder import CaptionFolderDataset
         return CaptionFolderDataset(data["data_dir"], split, multi_res=resolutions,
                                     words_num=data["words_num"], vocab=vocab, strict=data["strict"],
                                     seed=data["seed"])
@@ -66,40 +45,12 @@ def build_dataset(config: dict, split: str, resolutions: tuple[int, ...], vocab=
 def build_vocabulary(config: dict):
     """The vocabulary of ``dataset.name`` (birds/coco: captions.pickle's, built and saved when
     absent; folder: built from the training captions)."""
-    from attnfast.data import shapes_vocabulary
     data = config["dataset"]
     if data["name"] in ("birds", "coco"):
-        from attnfast.data.attngan_layout import attngan_vocabulary
         return attngan_vocabulary(data["data_dir"], data["name"], data["captions_per_image"], data["strict"])
     if data["name"] == "folder":
-        from attnfast.data.caption_folder import folder_vocabulary
         return folder_vocabulary(data["data_dir"], data["strict"])
     return shapes_vocabulary()
-
-
-def build_text_encoder(config: dict, vocab_size: int):
-    from attnfast.models import RNN_ENCODER
-    model = config["model"]
-    return RNN_ENCODER(vocab_size, ninput=model["word_dim"], drop_prob=model["rnn_dropout"],
-                       nhidden=model["embedding_dim"], rnn_type=model["rnn_type"],
-                       n_steps=config["dataset"]["words_num"])
-
-
-def build_image_encoder(config: dict):
-    from attnfast.models import image_encoder
-    model = config["model"]
-    kind = model["image_encoder"]
-    if kind == "inception":
-        return image_encoder(kind, nef=model["embedding_dim"], weights_path=model["inception_weights"])
-    return image_encoder(kind, nef=model["embedding_dim"], ndf=model["small_encoder_width"])
-
-
-def encode_text(text_encoder, captions: torch.Tensor, cap_lens: torch.Tensor, words_num: int,
-                packed: bool = True):
-    """words (B, E, words_num) padded to the fixed length, sentence (B, E). ``packed=False`` runs
-    the RNN unpacked over the padded batch (static shapes, no host sync; CUDA-graph capturable)."""
-    hidden = text_encoder.init_hidden(captions.shape[0])
-    return text_encoder(captions, cap_lens, hidden, total_length=words_num, packed=packed)
 
 
 def check_finite(losses: dict, step: int) -> None:

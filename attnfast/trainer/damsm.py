@@ -11,7 +11,10 @@ from pathlib import Path
 import torch
 
 from attnfast import ops
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
+from attnfast.models.build import build_image_encoder, build_text_encoder
+from attnfast.models.text_encoding import encode_text
 from . import common
 from .batches import step_batches, steps_per_epoch
 
@@ -35,8 +38,8 @@ class DAMSMTrainer(common.StepLoop):
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.vocab = common.build_vocabulary(config)
-        self.text_encoder = common.build_text_encoder(config, len(self.vocab)).to(device)
-        self.image_encoder = common.build_image_encoder(config).to(device)
+        self.text_encoder = build_text_encoder(config, len(self.vocab)).to(device)
+        self.image_encoder = build_image_encoder(config).to(device)
         params = [p for m in (self.text_encoder, self.image_encoder) for p in m.parameters()
                   if p.requires_grad]
         damsm = config["damsm"]
@@ -79,7 +82,7 @@ class DAMSMTrainer(common.StepLoop):
         labels = torch.arange(size, device=self.device)
         with self.autocast():
             regions, image_code = self.image_encoder(images)          # (B, E, h, w), (B, E)
-            words, sentence = common.encode_text(self.text_encoder, captions, cap_lens,
+            words, sentence = encode_text(self.text_encoder, captions, cap_lens,
                                                  self.config["dataset"]["words_num"])
         regions, image_code, words, sentence = (t.float() for t in (regions, image_code, words, sentence))
         w0, w1, _ = ops.words_loss(regions, words, labels, cap_lens, class_ids, size,
@@ -102,7 +105,6 @@ class DAMSMTrainer(common.StepLoop):
 
 
 def _collate():
-    from attnfast.data import collate_shapes
     return collate_shapes
 
 

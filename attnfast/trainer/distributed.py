@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from attnfast import ops
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -139,7 +141,6 @@ def use_batch_norm_modules(module: torch.nn.Module) -> torch.nn.Module:
     form, which calls its BatchNorm modules (in place; returns ``module``). Same values, slower."""
     import types
 
-    from attnfast import ops
     for child in module.modules():
         if isinstance(child, ops.upBlock):
             child.forward = types.MethodType(_up_block_literal, child)

@@ -13,12 +13,20 @@ from pathlib import Path
 import torch
 
 from attnfast import ops
+from attnfast.data import collate_shapes
+from attnfast.data.grid import save_image_grid
 from attnfast.engine import checkpoint as ckpt
+from attnfast.models import D_NET, weights_init
+from attnfast.models.build import build_generator, load_damsm_encoders, stage_resolutions
+from attnfast.models.text_encoding import encode_text
 from attnfast.reference import kl_loss, matching_losses
+from attnfast.reference.gan_regularizers import mode_seeking_loss
 from . import common, distributed
 from .batches import step_batches
+from .distributed import rank_slice
 from .gan_options import GANOptions
 from .generator_extras import GeneratorExtras
+from .speed import SpeedOptions
 
 
 class ParameterEMA:
@@ -39,45 +47,18 @@ class ParameterEMA:
         decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         self.updates += 1
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
+        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_buffer.copy_(buffer)
-
-
-def load_damsm_encoders(path, config: dict, device: torch.device):
-    """The frozen text and image encoders (eval mode, no grad) and vocabulary of a DAMSM checkpoint."""
-    from attnfast.data import Vocabulary
-    state = ckpt.load(path, map_location=device, kind="damsm")
-    vocab = Vocabulary.from_dict(state["vocab"])
-    text_encoder = common.build_text_encoder(state["config"], len(vocab))
-    image_encoder = common.build_image_encoder(state["config"])
-    text_encoder.load_state_dict(state["text_encoder"])
-    image_encoder.load_state_dict(state["image_encoder"])
-    for model in (text_encoder, image_encoder):
-        model.to(device).eval().requires_grad_(False)
-    if state["config"]["model"]["embedding_dim"] != config["model"]["embedding_dim"]:
-        raise ValueError(f"{path}: the DAMSM encoders have embedding_dim "
-                         f"{state['config']['model']['embedding_dim']}, the config asks for "
-                         f"{config['model']['embedding_dim']}")
-    return text_encoder, image_encoder, vocab
-
-
-def build_generator(config: dict):
-    from attnfast.models import G_NET
-    model = config["model"]
-    return G_NET(ngf=model["gf_dim"], nef=model["embedding_dim"], ncf=model["condition_dim"],
-                 z_dim=model["z_dim"], branch_num=model["branch_num"], r_num=model["r_num"],
-                 mask_mode=model["mask_mode"], base_size=model.get("base_size", 64))
 
 
 def build_discriminators(config: dict, options: GANOptions | None = None) -> list:
     """One D per stage, initialised as the original (``weights_init``), then spectrally normalised
     when ``gan.spectral_norm`` is on (after the init: the parametrised weight is computed, so an
     in-place init of it would be lost)."""
-    from attnfast.models import D_NET, weights_init
     model = config["model"]
     options = options or GANOptions.from_config(config)
     netsD = [D_NET(res, ndf=model["df_dim"], nef=model["embedding_dim"], b_jcu=model["b_jcu"],
-                   projection=options.projection) for res in common.stage_resolutions(config)]
+                   projection=options.projection) for res in stage_resolutions(config)]
     return [options.apply_spectral_norm(d.apply(weights_init)) for d in netsD]
 
 
@@ -86,8 +67,6 @@ class GANTrainer(common.StepLoop):
 
     def __init__(self, config: dict, out_dir: str | Path, device: torch.device, damsm_path,
                  amp: str = "off", speed=None, dist=None):
-        from attnfast.models import weights_init
-        from .speed import SpeedOptions
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
         self.speed = speed or SpeedOptions()
         self.dist = dist or distributed.DistContext()
@@ -114,7 +93,7 @@ class GANTrainer(common.StepLoop):
                                   compile_discriminators=not self.options.needs_double_backward)
         self.scaler, self.autocast = common.make_scaler_and_autocast(amp, device)
         self.step = 0
-        self.resolutions = common.stage_resolutions(config)
+        self.resolutions = stage_resolutions(config)
         self.dataset = common.build_dataset(config, "train", self.resolutions, vocab=self.vocab)
         self.image_store = self.speed.image_store(self.dataset, device, config["dataset"]["num_workers"],
                                                   progress=self.is_main)
@@ -153,7 +132,7 @@ class GANTrainer(common.StepLoop):
     # ------------------------------------------------------------------ one step
     def _text(self, captions, cap_lens, packed: bool = True):
         with torch.no_grad():
-            words, sentence = common.encode_text(self.text_encoder, captions, cap_lens,
+            words, sentence = encode_text(self.text_encoder, captions, cap_lens,
                                                  self.config["dataset"]["words_num"], packed=packed)
         return words.float(), sentence.float(), captions == 0
 
@@ -182,7 +161,6 @@ class GANTrainer(common.StepLoop):
         rank draws the global batch's noise and keeps its rows, so the ranks' RNG states stay equal
         and together they use exactly the noise of one process on the global batch. ``out``
         (size * world, width) is filled in place (the CUDA-graph path)."""
-        from .distributed import rank_slice
         world = self.dist.world
         shape = (size * world, width or self.config["model"]["z_dim"])
         noise = out.normal_() if out is not None else torch.randn(shape, device=self.device)
@@ -222,7 +200,7 @@ class GANTrainer(common.StepLoop):
         losses = {}
         options = self.options
         penalty = options.needs_double_backward
-        for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD)):
+        for i, (netD, optD) in enumerate(zip(self.netsD, self.optimizersD, strict=True)):
             netD.requires_grad_(True)
             real = reals[i].detach().requires_grad_(True) if penalty else reals[i]
             real_sentence = sentence.detach().requires_grad_(True) if penalty else sentence
@@ -296,7 +274,6 @@ class GANTrainer(common.StepLoop):
     def _mode_seeking(self, noise, fakes, inputs) -> torch.Tensor:
         """MSGAN's term: the first ceil(B/2) captions (at least 2: G's BatchNorm needs two) drawn
         again with fresh z (and CA noise) and compared with their images of this step (last stage)."""
-        from attnfast.reference.gan_regularizers import mode_seeking_loss
         words, sentence, mask = inputs["text"]
         half = min(noise.shape[0], max(2, (noise.shape[0] + 1) // 2))
         fresh = self.draw_noise(half)
@@ -309,7 +286,6 @@ class GANTrainer(common.StepLoop):
     def fixed_inputs(self):
         """Fixed captions (the first test scenes) and noise for the progress grids."""
         if self._fixed is None:
-            from attnfast.data import collate_shapes
             count = self.config["train"]["grid_size"]
             test = common.build_dataset(self.config, "test", (self.resolutions[0],), vocab=self.vocab)
             batch = collate_shapes([test[i] for i in range(count)])
@@ -321,7 +297,6 @@ class GANTrainer(common.StepLoop):
 
     @torch.no_grad()
     def on_sample(self, step: int) -> None:
-        from attnfast.data.grid import save_image_grid
         captions, cap_lens, noise, texts = self.fixed_inputs()
         words, sentence, mask = self._text(captions.to(self.device), cap_lens)
         devices_rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
@@ -332,7 +307,6 @@ class GANTrainer(common.StepLoop):
                         ncol=4, captions=texts)
 
     def batches(self):
-        from attnfast.data import collate_shapes
         return step_batches(self.dataset, self.config["gan"]["batch_size"], self.config["train"]["seed"],
                             self.step, collate_shapes, self.config["dataset"]["num_workers"], dist=self.dist,
                             pin_memory=self.device.type == "cuda", store=self.image_store)

@@ -14,6 +14,9 @@ bit-identical to plain AttnGAN):
 """
 import torch
 
+from attnfast.interpolate import paired_with_next
+from attnfast.models.build import load_matching_block
+from attnfast.models.vlmgan import vlm_losses, vvm_losses
 from attnfast.reference import generator_adv_loss_from_logits
 from attnfast.reference.colour_consistency import colour_consistency_loss
 
@@ -41,7 +44,6 @@ class GeneratorExtras:
             if not vlm["checkpoint"]:
                 raise ValueError("vlm.lambda_vlm / vlm.lambda_vvm > 0 need vlm.checkpoint "
                                  "(vlm.pt from --stage vlm)")
-            from .vlm import load_matching_block
             self.msb, _ = load_matching_block(vlm["checkpoint"], device, text_encoder)
 
     def terms(self, trainer, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
@@ -58,12 +60,10 @@ class GeneratorExtras:
             out["colour"] = self.colour * colour_consistency_loss([f.float() for f in fakes], *self.colour_lambdas)
         gammas = (self.damsm["gamma1"], self.damsm["gamma2"], self.damsm["gamma3"])
         if self.lambda_vlm > 0:
-            from attnfast.models.vlmgan import vlm_losses
             parts = vlm_losses(self.msb, fake_regions, fake_code, words, sentence, cap_lens, mask,
                                class_ids, *gammas)
             out["vlm"] = self.lambda_vlm * sum(parts.values())
         if self.lambda_vvm > 0:
-            from attnfast.models.vlmgan import vvm_losses
             with torch.no_grad():
                 real_regions, real_code = trainer.image_encoder(reals[-1])
             parts = vvm_losses(self.msb, fake_regions, fake_code, real_regions.float(), real_code.float(),
@@ -72,7 +72,6 @@ class GeneratorExtras:
         return out
 
     def _gan_int(self, trainer, noise, words, sentence, mask):
-        from attnfast.interpolate import paired_with_next
         sent_i, words_i, mask_i = paired_with_next(sentence, words, mask, self.int_beta)
         size = noise.shape[0]
         # fresh z (and CA noise with several ranks) drawn as the trainer draws the step's own

@@ -118,7 +118,7 @@ class GraphedGANStep:
         self._pending = []
         bad = self.static["bad"].cpu()
         if bool(bad.any()):
-            names = [n for n, b in zip(self.static["names"], bad.tolist()) if b]
+            names = [n for n, b in zip(self.static["names"], bad.tolist(), strict=True) if b]
             self.static["bad"].zero_()
             raise common.NonFiniteLoss(
                 f"loss {names[0]!r} became non-finite between steps {first} and {last} (with --graphs the "
@@ -160,7 +160,7 @@ class GraphedGANStep:
         st["captions"].copy_(batch["captions"], non_blocking=True)
         st["cap_lens"].copy_(batch["cap_lens"], non_blocking=True)
         st["class_ids"].copy_(batch["class_ids"], non_blocking=True)
-        for static, image in zip(st["reals"], batch["images"]):
+        for static, image in zip(st["reals"], batch["images"], strict=True):
             static.copy_(image, non_blocking=True)
         ema = trainer.ema
         st["ema_weight"].fill_(1.0 - min(ema.decay, (1.0 + ema.updates) / (10.0 + ema.updates)))
@@ -183,9 +183,9 @@ class GraphedGANStep:
         inputs, noise, fakes, mu, logvar, losses = self._held
         losses = trainer.g_step(inputs, noise, fakes, mu, logvar, losses, check=False)
         with torch.no_grad():
-            for ema_p, p in zip(trainer.ema.model.parameters(), trainer.netG.parameters()):
+            for ema_p, p in zip(trainer.ema.model.parameters(), trainer.netG.parameters(), strict=True):
                 ema_p.lerp_(p, st["ema_weight"])
-            for ema_b, b in zip(trainer.ema.model.buffers(), trainer.netG.buffers()):
+            for ema_b, b in zip(trainer.ema.model.buffers(), trainer.netG.buffers(), strict=True):
                 ema_b.copy_(b)
             values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
             if "losses" not in st:  # first static step: the loss buffers and their names
@@ -224,7 +224,7 @@ class GraphedGANStep:
                 self._d_half()
             with torch.cuda.graph(graph_g, pool=pool):
                 self._g_half()
-        except Exception as exc:  # a non-capturable op: eager from now on
+        except Exception as exc:  # noqa: BLE001 - a non-capturable op: eager from now on
             self._held = None
             torch.cuda.synchronize(trainer.device)
             self.blockers.append(f"the capture failed ({type(exc).__name__}: {exc})")

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from attnfast.data.device_store import DTYPES, DeviceImageStore
 from . import distributed
+from .graphs import GraphedGANStep
+from .text_cache import TextFeatureCache
 
 LOG = logging.getLogger("attnfast")
 
@@ -44,7 +47,6 @@ class SpeedOptions:
             raise ValueError(f"--text-cache-mb must be >= 0, got {self.text_cache_mb}")
         if self.dataset_on_device_mb < 0:
             raise ValueError(f"--dataset-on-device must be >= 0 MB, got {self.dataset_on_device_mb}")
-        from attnfast.data.device_store import DTYPES
         if self.dataset_dtype not in DTYPES:
             raise ValueError(f"--dataset-dtype must be one of {DTYPES}, got {self.dataset_dtype!r}")
         if self.graph_warmup < 1:
@@ -104,7 +106,6 @@ class SpeedOptions:
         """A :class:`~attnfast.trainer.text_cache.TextFeatureCache`, or None when text_cache_mb is 0."""
         if self.text_cache_mb <= 0:
             return None
-        from .text_cache import TextFeatureCache
         return TextFeatureCache(text_encoder, words_num, int(self.text_cache_mb * (1 << 20)))
 
     def image_store(self, dataset, device: torch.device, num_workers: int = 0, progress: bool = True):
@@ -112,7 +113,6 @@ class SpeedOptions:
         or None when dataset_on_device_mb is 0 or they do not fit (one logged message)."""
         if self.dataset_on_device_mb <= 0:
             return None
-        from attnfast.data.device_store import DeviceImageStore
         return DeviceImageStore.build(dataset, device, self.dataset_on_device_mb, self.dataset_dtype,
                                       num_workers=num_workers, progress=progress)
 
@@ -120,5 +120,4 @@ class SpeedOptions:
         """The CUDA-graph step of ``trainer`` when ``graphs`` is on, else None."""
         if not self.graphs:
             return None
-        from .graphs import GraphedGANStep
         return GraphedGANStep(trainer, warmup=self.graph_warmup)

@@ -10,22 +10,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
+from attnfast.models.build import build_style_encoder, load_generator
+from attnfast.models.text_encoding import generate
 from . import common
 from .batches import step_batches
-
-
-def build_style_encoder(config: dict):
-    from attnfast.models.style_encoder import StyleEncoder
-    style = config["style"]
-    return StyleEncoder(config["model"]["z_dim"], ndf=style["ndf"], input_size=style["input_size"])
+from .stages import run_dependent_stage
 
 
 class StyleTrainer(common.StepLoop):
     kind = "style"
 
     def __init__(self, config: dict, out_dir, device: torch.device, gan_path, amp: str = "off"):
-        from attnfast.generation.loading import load_generator
         self.out_dir, self.device, self.amp = Path(out_dir), device, amp
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.gan_path = str(gan_path)
@@ -55,7 +52,6 @@ class StyleTrainer(common.StepLoop):
     @torch.no_grad()
     def generated(self, batch: dict):
         """(B, z_dim) noise and G's last-stage images (B, 3, S, S) for the batch's captions."""
-        from attnfast.generation.core import generate
         captions = batch["captions"]
         noise = torch.randn(captions.shape[0], self.config["model"]["z_dim"], device=self.device)
         fakes, _ = generate(self.netG, self.text_encoder, captions, batch["cap_lens"], noise,
@@ -76,23 +72,13 @@ class StyleTrainer(common.StepLoop):
         return {"style_loss": loss.detach()}
 
     def batches(self):
-        from attnfast.data import collate_shapes
         return step_batches(self.dataset, self.config["style"]["batch_size"], self.config["train"]["seed"],
                             self.step, collate_shapes, self.config["dataset"]["num_workers"])
-
-
-def load_style_encoder(path, device: torch.device):
-    """The trained style encoder (eval mode) of a style checkpoint, and the checkpoint dict."""
-    state = ckpt.load(path, map_location=device, kind="style")
-    encoder = build_style_encoder(state["config"])
-    encoder.load_state_dict(state["style_encoder"])
-    return encoder.to(device).eval(), state
 
 
 def train_style(config: dict, out_dir, device, gan_path, amp="off", resume=None, steps=None,
                 progress=True) -> dict:
     """Run (or resume) style-encoder training to ``steps`` (default style.steps); returns a summary."""
-    from .stages import run_dependent_stage
     return run_dependent_stage(StyleTrainer, config, out_dir, device, gan_path, source_key="gan_checkpoint",
                                missing="style training inverts a trained generator: pass --gan CKPT "
                                        "(from --stage gan)",

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import common
+from attnfast.models.text_encoding import encode_text
 
 
 class TextFeatureCache:
@@ -78,7 +78,7 @@ class TextFeatureCache:
         self._check_encoder()
         device = next(self.text_encoder.parameters()).device
         tokens = captions.cpu().tolist()
-        keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens)]
+        keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens, strict=True)]
         words, sentences = [], []
         for row, key in enumerate(keys):
             entry = self.entries.get(key)
@@ -96,5 +96,5 @@ class TextFeatureCache:
         return torch.stack(words), torch.stack(sentences)
 
     def _encode(self, caption: torch.Tensor, cap_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        words, sentence = common.encode_text(self.text_encoder, caption, cap_len, self.words_num)
+        words, sentence = encode_text(self.text_encoder, caption, cap_len, self.words_num)
         return words[0].float().contiguous(), sentence[0].float().contiguous()

@@ -13,28 +13,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from attnfast.data import collate_shapes
 from attnfast.engine import checkpoint as ckpt
+from attnfast.models.build import load_damsm_encoders
+from attnfast.models.text_encoding import encode_text
+from attnfast.models.vlmgan import build_matching_block, mismatched_order
 from . import common
 from .batches import step_batches
-
-
-def mismatched_order(class_ids: torch.Tensor, generator: torch.Generator | None = None):
-    """A random permutation ``order`` (B,) of the batch without fixed points and the (B,) bool mask
-    of the pairs (b, order[b]) whose classes differ (the usable negatives). Draws from
-    ``generator`` (default: the global RNG)."""
-    size = class_ids.shape[0]
-    cycle = torch.randperm(size, generator=generator)
-    order = torch.empty_like(cycle)
-    order[cycle] = cycle.roll(-1)            # one random cycle through the batch: no fixed points
-    return order, class_ids != class_ids[order]
+from .stages import run_dependent_stage
 
 
 class VLMTrainer(common.StepLoop):
     kind = "vlm"
 
     def __init__(self, config: dict, out_dir, device: torch.device, damsm_path, amp: str = "off"):
-        from attnfast.models.vlmgan import build_matching_block
-        from .gan import load_damsm_encoders
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.damsm_path = str(damsm_path)
@@ -66,7 +58,7 @@ class VLMTrainer(common.StepLoop):
         sentence (B, E) as float32, and the word mask (B, T) bool."""
         regions, code = self.image_encoder(images.to(self.device))
         captions = captions.to(self.device)
-        words, sentence = common.encode_text(self.text_encoder, captions, cap_lens,
+        words, sentence = encode_text(self.text_encoder, captions, cap_lens,
                                              self.config["dataset"]["words_num"])
         return regions.float(), code.float(), words.float(), sentence.float(), captions == 0
 
@@ -95,34 +87,13 @@ class VLMTrainer(common.StepLoop):
                 "pair_accuracy": accuracy}
 
     def batches(self):
-        from attnfast.data import collate_shapes
         return step_batches(self.dataset, self.config["vlm"]["batch_size"], self.config["train"]["seed"],
                             self.step, collate_shapes, self.config["dataset"]["num_workers"])
-
-
-def load_matching_block(path, device: torch.device, text_encoder=None):
-    """The pretrained matching-score block (eval mode, frozen) of a vlm checkpoint, and the
-    checkpoint dict. With ``text_encoder``, checks that the block was trained on the same text
-    encoder (a block is tied to the features it was trained on)."""
-    from attnfast.config import DEFAULTS, merge_config
-    from attnfast.models.vlmgan import build_matching_block
-    state = ckpt.load(path, map_location=device, kind="vlm")
-    msb = build_matching_block(merge_config(DEFAULTS, state["config"]))
-    msb.load_state_dict(state["msb"])
-    if text_encoder is not None:
-        for name, value in text_encoder.state_dict().items():
-            theirs = state["text_encoder"].get(name)
-            if theirs is None or theirs.shape != value.shape or not torch.equal(theirs.to(value.device), value):
-                raise ValueError(f"{path}: the matching block was trained on other DAMSM encoders "
-                                 f"(text_encoder.{name} differs); retrain it with --stage vlm --damsm "
-                                 f"on the encoders in use")
-    return msb.to(device).eval().requires_grad_(False), state
 
 
 def train_vlm(config: dict, out_dir, device, damsm_path, amp="off", resume=None, steps=None,
               progress=True) -> dict:
     """Run (or resume) matching-block pretraining to ``steps`` (default vlm.steps); returns a summary."""
-    from .stages import run_dependent_stage
     return run_dependent_stage(VLMTrainer, config, out_dir, device, damsm_path, source_key="damsm_checkpoint",
                                missing="the matching block is trained on the DAMSM encoders: pass "
                                        "--damsm CKPT",

@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 
 from attnfast.engine import checkpoint as ckpt
-from . import common
+from attnfast.metrics.shapes_eval import evaluate_checkpoint
+from attnfast.trainer import common
+from attnfast.trainer.damsm import train_damsm
+from attnfast.trainer.gan import train_gan
 
 LOG = logging.getLogger("attnfast")
 
@@ -52,7 +55,7 @@ def config_differences(state: dict, config: dict, path: Path) -> list[str]:
         saved_words = state["vocab"]["ixtoword"]
         words = common.build_vocabulary(config).to_dict()["ixtoword"]
         if saved_words != words:
-            first = next((i for i, (a, b) in enumerate(zip(saved_words, words)) if a != b),
+            first = next((i for i, (a, b) in enumerate(zip(saved_words, words, strict=False)) if a != b),
                          min(len(saved_words), len(words)))
             lines.append(f"vocabulary: {path.name} has {len(saved_words) - 1} words, the config's data set "
                          f"{len(words) - 1} (first difference at index {first}: "
@@ -104,8 +107,6 @@ def run_pipeline(config: dict, out_dir, device: torch.device, amp: str = "off", 
     shapes dataset, ``eval`` (the report also written to ``out_dir/eval.json``).
 
     ``speed``: :class:`attnfast.trainer.speed.SpeedOptions` for both trainers (default: theirs)."""
-    from .damsm import train_damsm
-    from .gan import train_gan
     out = Path(out_dir)
     damsm_path, gan_path = out / "damsm.pt", out / "gan.pt"
     damsm_total, gan_total = int(config["damsm"]["steps"]), int(config["gan"]["steps"])
@@ -142,7 +143,6 @@ def run_pipeline(config: dict, out_dir, device: torch.device, amp: str = "off", 
     del gan_state
     summary = {"damsm": damsm, "gan": gan}
     if config["dataset"]["name"] == "shapes":
-        from attnfast.metrics.shapes_eval import evaluate_checkpoint
         LOG.info(f"shapes evaluation of {gan_path} -> {out / 'eval.json'}")
         summary["eval"] = evaluate_checkpoint(gan_path, out / "eval.json", device=device)
     return summary
