@@ -1,16 +1,23 @@
 # attnfast: the two commands of the README.
 #   make demo   create .venv, install, train briefly on the built-in shapes data, sample with attention maps
-#   make test   create .venv, install, run the test suite
+#   make test   create .venv, install (with requirements-dev.txt), run the test suite
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.attnfast-installed
+DEV_STAMP := $(VENV)/.attnfast-dev-installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
+.PHONY: demo test install install-dev docs clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
 
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+# docs: the site into build/site (mkdocs.yml; make test builds it with --strict too)
+docs: $(DEV_STAMP)
+	$(VPY) -m mkdocs build --strict --site-dir build/site
 
 # A CUDA build of torch already on the machine is kept (the venv sees it through
 # --system-site-packages); otherwise the CPU build torch==2.13.0 is pinned, because an
@@ -27,7 +34,13 @@ $(STAMP): requirements.txt setup.py pyproject.toml $(wildcard csrc/*)
 	$(if $(CI),ATTNFAST_REQUIRE_EXT=1) $(VPY) -m pip install --quiet --no-build-isolation -e .
 	@touch $(STAMP)
 
-test: $(STAMP)
+# Developer tools (requirements-dev.txt: docs site, API contract tests), apart from the runtime
+# install so that a change of them does not rebuild the extension.
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(DEV_STAMP)
+
+test: $(STAMP) $(DEV_STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 gpu-test: $(STAMP)

@@ -4,6 +4,7 @@
         [--max-batch 64] [--max-wait-ms 10] [--amp] [--graphs]
     python -m attnfast.serve --netG netG_epoch_600.pth --text-encoder text_encoder200.pth \
         --vocab captions.pickle                     # the original AttnGAN's released weights
+    python -m attnfast.serve --null-model 64        # fixed images, no model: the serving stack alone
 
 Open http://127.0.0.1:8000/ for the page; the API is described in README.md ("Serving") and at
 /openapi.json. SIGTERM (or Ctrl-C) stops accepting connections, answers the requests in flight,
@@ -38,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServeSettings()
     parser = argparse.ArgumentParser(prog="python -m attnfast.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    source = add_model_arguments(parser)
+    source.add_argument("--null-model", type=int, metavar="SIZE", default=None,
+                        help="serve fixed SIZExSIZE images from a generator that costs nothing (the shapes "
+                        "vocabulary): measures the serving stack alone (bench/serve_bench.py --null-model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     parser.add_argument("--device", default="auto")
@@ -78,10 +82,14 @@ def main(argv=None) -> int:
         from attnfast.serving import create_app
         from attnfast.trainer.common import pick_device
         settings = settings_from(args)
-        device = pick_device(args.device)
-        models = models_from_args(args, device)
-        core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
-                               max_batch=settings.max_batch)
+        if args.null_model is not None:
+            from attnfast.serving.null_model import NullGenerator
+            core = NullGenerator(args.null_model, max_batch=settings.max_batch)
+        else:
+            device = pick_device(args.device)
+            models = models_from_args(args, device)
+            core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
+                                   max_batch=settings.max_batch)
         core.warm_up()
         app = create_app(core, settings)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -19,7 +19,7 @@ from importlib import resources
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,7 +29,8 @@ from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .encoding import encode_attention, encode_images
 from .metrics import ServeMetrics
 from .middleware import BodyGuard, RequestMetrics
-from .schemas import MAX_SEED, request_models
+from .schemas import (MAX_SEED, POST_ERRORS, HealthResponse, ImagesResponse, InterpolateResponse,
+                      request_models)
 from .settings import ServeSettings
 
 LOG = logging.getLogger("attnfast")
@@ -110,7 +111,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
     def seed_of(value):
         return random.randint(0, MAX_SEED) if value is None else value
 
-    @app.post("/v1/images")
+    @app.post("/v1/images", response_model=None,
+              responses={200: {"model": ImagesResponse, "description": "the images"}, **POST_ERRORS})
     async def images(body: ImagesRequest):
         """Images (base64) per caption, each with its seed; unknown words and the tokens the model
         saw per caption; with ``attention``, per word the map of the last attentional stage."""
@@ -140,7 +142,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
 
         return await asyncio.to_thread(payload)
 
-    @app.post("/v1/interpolate")
+    @app.post("/v1/interpolate", response_model=None,
+              responses={200: {"model": InterpolateResponse, "description": "the path's images"}, **POST_ERRORS})
     async def interpolate(body: InterpolateRequest):
         """The GAN-INT path (``steps`` images, beta from 0 to 1) between the two captions."""
         encoded = core.encode(body.captions)
@@ -154,8 +157,10 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                              in zip(body.captions, encoded.tokens, encoded.unknown)],
                 "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files)]}
 
-    @app.get("/v1/health")
+    @app.get("/v1/health", response_model=None,
+             responses={200: {"model": HealthResponse, "description": "model, queue and limits"}})
     async def health():
+        """The model, the device, the queue and the server's limits."""
         model = core.config["model"]
         return {"status": "ok", "queue": batcher.queued, "max_batch": settings.max_batch,
                 "max_wait_ms": settings.max_wait_ms, "device": str(core.device), "graphs": core.graphs,
@@ -165,12 +170,17 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                            "caption_chars": settings.max_caption_chars, "steps": settings.max_steps,
                            "body_bytes": settings.max_body_bytes, "queue": settings.max_queue}}
 
-    @app.get("/v1/metrics")
+    @app.get("/v1/metrics", response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition format (version 1.0.0)",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus():
+        """Prometheus metrics: requests, queue depth, batch sizes, latency, images/s."""
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse,
+             responses={200: {"description": "the web page", "content": {"text/html": {"schema": {"type": "string"}}}}})
     async def page():
+        """The web page: caption box, images, attention strip, interpolation slider."""
         return FileResponse(str(static / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

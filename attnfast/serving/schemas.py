@@ -46,3 +46,103 @@ def request_models(settings: ServeSettings) -> tuple[type[BaseModel], type[BaseM
         format: Literal["png", "jpeg"] = "png"
 
     return ImagesRequest, InterpolateRequest
+
+
+# ------------------------------------------------------------------ what the server answers
+# Documented in /openapi.json (FastAPI's ``responses=``); the handlers return plain dicts, which these
+# models describe without re-validating them on every request.
+
+class FieldError(BaseModel):
+    field: str = Field(description='where, e.g. "captions[1]" or "n"')
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a message and the field it concerns ("body" for the body as a whole, "queue" or
+    "server" for a 503); a 422 also lists every invalid field in ``errors``."""
+    error: str
+    field: str
+    errors: list[FieldError] | None = Field(None, description="422 only: every invalid field")
+
+
+class CaptionInfo(BaseModel):
+    text: str = Field(description="the caption as sent")
+    tokens: list[str] = Field(description="the words as the model saw them")
+    unknown: list[str] = Field(description="the words the model does not know (dropped)")
+
+
+class WordAttention(BaseModel):
+    word: str
+    map: str = Field(description="base64 PNG (h, w) grey: the word's attention over the last attentional "
+                     "stage's regions, min-max normalised")
+    overlay: str = Field(description="base64 image (size, size) in the request's format: the map laid over "
+                         "the image")
+
+
+class ImageItem(BaseModel):
+    caption: int = Field(description="index of its caption in the request")
+    seed: int = Field(description="the seed it was drawn with")
+    image: str = Field(description="base64 PNG or JPEG file (size x size, RGB)")
+    attention: list[WordAttention] | None = Field(None, description="with attention=true only: per word")
+
+
+class ImagesResponse(BaseModel):
+    seed: int = Field(description="the request's seed (drawn by the server when absent)")
+    format: Literal["png", "jpeg"]
+    size: int = Field(description="side of the images in pixels")
+    captions: list[CaptionInfo]
+    images: list[ImageItem]
+
+
+class PathImage(BaseModel):
+    beta: float = Field(description="0: captions[0]'s plain image for the seed, 1: captions[1]'s")
+    image: str = Field(description="base64 PNG or JPEG file")
+
+
+class InterpolateResponse(BaseModel):
+    seed: int
+    format: Literal["png", "jpeg"]
+    size: int
+    captions: list[CaptionInfo]
+    images: list[PathImage]
+
+
+class Limits(BaseModel):
+    captions: int
+    n: int
+    caption_chars: int
+    steps: int
+    body_bytes: int
+    queue: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    queue: int = Field(description="images waiting for a generator batch")
+    max_batch: int
+    max_wait_ms: float
+    device: str
+    graphs: bool
+    amp: str
+    words_num: int
+    vocabulary: int = Field(description="words the model knows")
+    stages: int
+    attention: bool
+    limits: Limits
+
+
+def _error(description: str, **extra) -> dict:
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+POST_ERRORS = {
+    400: _error("malformed JSON, or a body that is not UTF-8"),
+    413: _error("a body over --max-body-bytes (whatever Content-Length says)"),
+    422: _error("a wrong type, an unknown or missing field, a value over its cap, an empty caption, or a "
+                "caption without any word the model knows: a caption valid by this schema may still "
+                "hold no known word (the vocabulary is the model's), so it can be refused here"),
+    503: _error("the queue is full (or the server is shutting down): retry after Retry-After seconds",
+                headers=RETRY_AFTER),
+}
