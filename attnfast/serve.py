@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--graphs", action="store_true",
                         help="CUDA graphs: batches padded to power-of-two sizes up to --max-batch (GPU)")
     parser.add_argument("--no-fuse", action="store_true", help="keep G's BatchNorms (no folding)")
+    parser.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                        help="torch's CPU threads (0, the default: 1 when the generator is not on the CPU, i.e. on "
+                        "a GPU or with --null-model, where torch's CPU work is small copies and a thread pool "
+                        "only spins against the encoding threads; torch's own default on a CPU)")
     limits = parser.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per generator batch")
     limits.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
@@ -63,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
+
+
+def set_torch_threads(requested: int, generator_on_cpu: bool) -> int:
+    """Apply --torch-threads (see build_parser); returns the number of threads torch now uses."""
+    import torch
+    if requested < 0:
+        raise ValueError(f"--torch-threads must be >= 0, got {requested}")
+    if requested or not generator_on_cpu:
+        torch.set_num_threads(requested or 1)
+    return torch.get_num_threads()
 
 
 def settings_from(args):
@@ -84,9 +98,11 @@ def main(argv=None) -> int:
         settings = settings_from(args)
         if args.null_model is not None:
             from attnfast.serving.null_model import NullGenerator
+            set_torch_threads(args.torch_threads, generator_on_cpu=False)
             core = NullGenerator(args.null_model, max_batch=settings.max_batch)
         else:
             device = pick_device(args.device)
+            set_torch_threads(args.torch_threads, generator_on_cpu=device.type == "cpu")
             models = models_from_args(args, device)
             core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
                                    max_batch=settings.max_batch)

@@ -95,3 +95,16 @@ def test_serve_refuses_a_model_with_the_null_model():
     with pytest.raises(SystemExit):
         serve.build_parser().parse_args(["--null-model", "64", "--checkpoint", "x.pt"])
     assert serve.build_parser().parse_args(["--null-model", "64"]).null_model == 64
+
+
+def test_torch_threads_default_to_one_off_the_cpu():
+    from attnfast.serve import set_torch_threads
+    before = torch.get_num_threads()
+    try:
+        assert set_torch_threads(0, generator_on_cpu=True) == before           # torch's own default kept
+        assert set_torch_threads(0, generator_on_cpu=False) == 1               # GPU or null model
+        assert set_torch_threads(2, generator_on_cpu=False) == 2               # asked for
+        with pytest.raises(ValueError, match="--torch-threads must be >= 0"):
+            set_torch_threads(-1, generator_on_cpu=True)
+    finally:
+        torch.set_num_threads(before)

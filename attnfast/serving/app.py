@@ -11,6 +11,8 @@ Every error is JSON ``{"error": message, "field": name}`` with a 4xx (5xx only f
 the model); 503 with Retry-After when the queue is full.
 """
 import asyncio
+import inspect
+import json
 import logging
 import random
 from contextlib import asynccontextmanager
@@ -62,6 +64,21 @@ def _error(status: int, field: str, message: str, headers: dict | None = None) -
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
+def _json(payload: dict) -> Response:
+    """A JSON answer serialised here (called on an encoding thread), not by FastAPI's encoder on the
+    event loop: the images are long base64 strings, which the encoder would walk again."""
+    return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
+
+
+def _no_native_telemetry() -> dict:
+    """FastAPI's own OpenTelemetry hooks (versions that have them switch them on whenever
+    opentelemetry-api is importable) off: the server has its Prometheus metrics, and the hooks cost
+    CPU on every request."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    return {}
+
+
 def create_app(core, settings: ServeSettings) -> FastAPI:
     """The app around ``core`` (an :class:`attnfast.generation.SeededGenerator`, which only the
     batcher's worker thread uses). The worker starts with the app's lifespan and, at shutdown (after
@@ -81,7 +98,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
             LOG.info("attnfast.serve: drained; %d images served", metrics.total_images)
 
     app = FastAPI(title="attnfast", summary="AttnGAN text-to-image service with dynamic batching",
-                  docs_url=None, redoc_url=None, lifespan=lifespan)  # no docs pages: they load a CDN
+                  docs_url=None, redoc_url=None, lifespan=lifespan,   # no docs pages: they load a CDN
+                  **_no_native_telemetry())
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)               # added last: the outermost
@@ -135,10 +153,10 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                     item["attention"] = ([] if attention is None else
                                          encode_attention(pixels[j], attention[j], encoded.tokens[row], body.format))
                 out.append(item)
-            return {"seed": seed, "format": body.format, "size": pixels.shape[-1],
-                    "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                                 in zip(body.captions, encoded.tokens, encoded.unknown)],
-                    "images": out}
+            return _json({"seed": seed, "format": body.format, "size": pixels.shape[-1],
+                          "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
+                                       in zip(body.captions, encoded.tokens, encoded.unknown)],
+                          "images": out})
 
         return await asyncio.to_thread(payload)
 
@@ -151,11 +169,15 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
         path = await batcher.call(lambda c: c.interpolate(encoded.ids, encoded.lens, body.steps, seed),
                                   body.steps)
         betas = torch.linspace(0, 1, body.steps).tolist()
-        files = await asyncio.to_thread(encode_images, path, body.format)
-        return {"seed": seed, "format": body.format, "size": path.shape[-1],
-                "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                             in zip(body.captions, encoded.tokens, encoded.unknown)],
-                "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files)]}
+
+        def payload():
+            files = encode_images(path, body.format)
+            return _json({"seed": seed, "format": body.format, "size": path.shape[-1],
+                          "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
+                                       in zip(body.captions, encoded.tokens, encoded.unknown)],
+                          "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files)]})
+
+        return await asyncio.to_thread(payload)
 
     @app.get("/v1/health", response_model=None,
              responses={200: {"model": HealthResponse, "description": "model, queue and limits"}})

@@ -7,6 +7,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from .settings import ServeSettings
 
 MAX_SEED = 2**32 - 1
+Format = Literal["png", "jpeg", "raw"]
+FORMAT_DOC = ('"png" or "jpeg": base64 image files; "raw": base64 of the uint8 RGB pixels, size x size x 3 '
+              "in C order (row after row), the cheapest to encode and decode")
 
 
 def _caption_text(text: str) -> str:
@@ -35,7 +38,7 @@ def request_models(settings: ServeSettings) -> tuple[type[BaseModel], type[BaseM
         n: int = Field(1, ge=1, le=settings.max_n, description="images per caption")
         seed: Seed | None = Field(None, description="default: drawn by the server (and returned)")
         attention: bool = Field(False, description="also each word's attention map and overlay")
-        format: Literal["png", "jpeg"] = "png"
+        format: Format = Field("png", description=FORMAT_DOC)
 
     class InterpolateRequest(BaseModel):
         """The GAN-INT path from captions[0] to captions[1] with the noise of ``seed``."""
@@ -43,7 +46,7 @@ def request_models(settings: ServeSettings) -> tuple[type[BaseModel], type[BaseM
         captions: list[Caption] = Field(min_length=2, max_length=2)
         steps: int = Field(8, ge=2, le=settings.max_steps)
         seed: Seed | None = None
-        format: Literal["png", "jpeg"] = "png"
+        format: Format = Field("png", description=FORMAT_DOC)
 
     return ImagesRequest, InterpolateRequest
 
@@ -75,20 +78,20 @@ class WordAttention(BaseModel):
     word: str
     map: str = Field(description="base64 PNG (h, w) grey: the word's attention over the last attentional "
                      "stage's regions, min-max normalised")
-    overlay: str = Field(description="base64 image (size, size) in the request's format: the map laid over "
-                         "the image")
+    overlay: str = Field(description="base64 image (size, size) in the request's format (raw too): the map "
+                         "laid over the image")
 
 
 class ImageItem(BaseModel):
     caption: int = Field(description="index of its caption in the request")
     seed: int = Field(description="the seed it was drawn with")
-    image: str = Field(description="base64 PNG or JPEG file (size x size, RGB)")
+    image: str = Field(description="base64 PNG or JPEG file (size x size, RGB), or raw pixels (see format)")
     attention: list[WordAttention] | None = Field(None, description="with attention=true only: per word")
 
 
 class ImagesResponse(BaseModel):
     seed: int = Field(description="the request's seed (drawn by the server when absent)")
-    format: Literal["png", "jpeg"]
+    format: Format
     size: int = Field(description="side of the images in pixels")
     captions: list[CaptionInfo]
     images: list[ImageItem]
@@ -96,12 +99,12 @@ class ImagesResponse(BaseModel):
 
 class PathImage(BaseModel):
     beta: float = Field(description="0: captions[0]'s plain image for the seed, 1: captions[1]'s")
-    image: str = Field(description="base64 PNG or JPEG file")
+    image: str = Field(description="base64 PNG or JPEG file, or raw pixels (see format)")
 
 
 class InterpolateResponse(BaseModel):
     seed: int
-    format: Literal["png", "jpeg"]
+    format: Format
     size: int
     captions: list[CaptionInfo]
     images: list[PathImage]
