@@ -108,3 +108,27 @@ def test_torch_threads_default_to_one_off_the_cpu():
             set_torch_threads(-1, generator_on_cpu=True)
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ the bench
+def test_serve_bench_null_model_writes_its_results(tmp_path, capsys):
+    """bench/serve_bench.py --null-model at the smallest bounded size: one server, 2 clients, 0.5 s;
+    the JSON holds the rows, the load averages and the GPU-host estimate."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "serve_bench.py"
+    spec = importlib.util.spec_from_file_location("serve_bench_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--null-model", "--sizes", "64", "--ns", "16", "--formats", "raw", "--clients", "2",
+                       "--seconds", "0.5", "--warmup-seconds", "0.2", "--results-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "serve_null_cpu.json").read_text())
+    (row,) = results["rows"]
+    assert row["size"] == 64 and row["n"] == 16 and row["format"] == "raw" and row["errors"] == 0
+    assert row["requests"] > 0 and row["server_cpu_us_per_image"] > 0
+    meta = results["meta"]
+    assert len(meta["loadavg_before"]) == 3 and len(meta["loadavg_after"]) == 3
+    assert meta["summary"]["host_cores_for_gpu_target"] > 0 and "64px" in meta["summary"]["headline"]
+    assert "10000 images/s need about" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--null-model", "--gpu"])
