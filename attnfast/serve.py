@@ -6,7 +6,7 @@
         --vocab captions.pickle                     # the original AttnGAN's released weights
     python -m attnfast.serve --null-model 64        # fixed images, no model: the serving stack alone
 
-Open http://127.0.0.1:8000/ for the page; the API is described in README.md ("Serving") and at
+Open http://127.0.0.1:8000/ for the page; the API is described in docs/serving.md and at
 /openapi.json. SIGTERM (or Ctrl-C) stops accepting connections, answers the requests in flight,
 then exits.
 """

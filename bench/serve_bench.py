@@ -119,17 +119,17 @@ GPU_TARGET_IMAGES_PER_S = 10_000.0                                   # the GPU t
 
 
 def encoding_cost(size: int, fmt: str, seconds: float = 1.0) -> float:
-    """Microseconds per image of the server's encoding (uint8 conversion, PNG/JPEG file, base64) of
-    null-model images at ``size``, measured here on one thread for about ``seconds``."""
+    """CPU microseconds per image of the server's encoding (uint8 conversion, PNG/JPEG file or raw
+    bytes, base64) of null-model images at ``size``, measured here on one thread for about ``seconds``."""
     from attnfast.serving.encoding import encode_images
     from attnfast.serving.null_model import NullGenerator
     images = NullGenerator(size, max_batch=16).images[:16]
     encode_images(images, fmt)
-    count, started = 0, time.perf_counter()
+    count, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         encode_images(images, fmt)
         count += len(images)
-    return 1e6 * (time.perf_counter() - started) / count
+    return 1e6 * (time.process_time() - cpu) / count
 
 
 def process_cpu_seconds(pid: int) -> float:
