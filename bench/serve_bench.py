@@ -16,7 +16,9 @@ mean batch size (the server's /v1/metrics). Results: a table and bench/results/s
 ``--null-model``: the serving stack's own ceiling. One server per image size (``--sizes``, 64 and 128)
 runs ``python -m attnfast.serve --null-model SIZE`` (the same app, batcher and encoding; the generator
 returns fixed images and costs nothing), and the clients ask 1 and 16 images per request (``--ns``) in
-PNG and JPEG (``--formats``). Also measured in this process, one thread: the encoding's cost per image.
+PNG, JPEG and raw (``--formats``), ``--repeats`` runs per case (medians reported). Per run also the
+CPU time the server process and the clients spent per image. Also measured in this process, one
+thread: the encoding's CPU cost per image.
 The machine's load average before and after is recorded (other jobs share the cores). Results:
 bench/results/serve_null_<device kind>.json.
 """
@@ -150,19 +152,37 @@ def measured_run(server, clients: int, n: int, seconds: float, fmt: str) -> dict
     return row
 
 
-def null_summary(headline: list[dict], cores: int) -> dict:
-    """The headline case's best run: images/s against the target, and the host cores the GPU target
-    needs for the serving stack, from the server's CPU time per image (clients excluded: on a GPU
-    host they are elsewhere)."""
-    best = max(headline, key=lambda r: r["images_per_s"])
-    cpu_us = min(r["server_cpu_us_per_image"] for r in headline if r["format"] == best["format"])
-    return {"headline": f"{best['size']}px, {best['n']} images per request, {best['format']}",
-            "images_per_s": best["images_per_s"], "images_per_s_per_core": best["images_per_s"] / cores,
-            "target_images_per_s": NULL_TARGET["images_per_s"],
-            "meets_target": best["images_per_s"] >= NULL_TARGET["images_per_s"],
-            "server_cpu_us_per_image": cpu_us,
-            "host_cores_for_gpu_target": GPU_TARGET_IMAGES_PER_S * cpu_us / 1e6,
-            "host_cores_for_gpu_target_by_rate": GPU_TARGET_IMAGES_PER_S * cores / best["images_per_s"]}
+def null_cases(rows: list[dict]) -> list[dict]:
+    """Per (size, n, format): medians over the repeats (images/s also min and max), errors summed."""
+    cases = []
+    for key in dict.fromkeys((r["size"], r["n"], r["format"]) for r in rows):
+        runs = [r for r in rows if (r["size"], r["n"], r["format"]) == key]
+        rates = [r["images_per_s"] for r in runs]
+        case = {"size": key[0], "n": key[1], "format": key[2], "runs": len(runs),
+                "images_per_s": statistics.median(rates), "images_per_s_min": min(rates),
+                "images_per_s_max": max(rates), "errors": sum(r["errors"] for r in runs)}
+        for name in ("p50_ms", "p99_ms", "server_cpu_us_per_image", "client_cpu_us_per_image"):
+            case[name] = statistics.median(r[name] for r in runs)
+        cases.append(case)
+    return cases
+
+
+def null_summary(cases: list[dict]) -> dict:
+    """Per format at the target's size and images per request (medians over the repeats): images/s
+    against the target, and the host cores the GPU target needs for the serving stack, from the
+    server's CPU time per image (clients excluded: on a GPU host they are elsewhere)."""
+    out = {}
+    for case in cases:
+        if (case["size"], case["n"]) != (NULL_TARGET["size"], NULL_TARGET["n"]):
+            continue
+        out[case["format"]] = {
+            "images_per_s": case["images_per_s"], "images_per_s_max": case["images_per_s_max"],
+            "meets_target": case["images_per_s"] >= NULL_TARGET["images_per_s"],
+            "server_cpu_us_per_image": case["server_cpu_us_per_image"],
+            "host_cores_for_gpu_target": GPU_TARGET_IMAGES_PER_S * case["server_cpu_us_per_image"] / 1e6}
+    return {"case": f"{NULL_TARGET['size']}px, {NULL_TARGET['n']} images per request",
+            "target_images_per_s": NULL_TARGET["images_per_s"], "gpu_target_images_per_s": GPU_TARGET_IMAGES_PER_S,
+            "by_format": out}
 
 
 def null_model_main(args) -> int:
@@ -170,7 +190,7 @@ def null_model_main(args) -> int:
     sizes = [int(v) for v in args.sizes.split(",")]
     ns = [int(v) for v in args.ns.split(",")]
     formats = args.formats.split(",")
-    clients, seconds, repeats = args.clients or 32, args.seconds or 5.0, args.repeats or 1
+    clients, seconds, repeats = args.clients or 32, args.seconds or 5.0, args.repeats or 2
     max_batch = args.max_batch or 64
     cores = os.cpu_count()
     meta = device_info(torch.device("cpu"))
@@ -199,24 +219,22 @@ def null_model_main(args) -> int:
                               f"p99 {row['p99_ms']:.0f} ms, mean batch {row['mean_batch'] or 0:.1f}, server "
                               f"{row['server_cpu_us_per_image']:.0f} CPU us/image, errors {row['errors']}", flush=True)
     meta["loadavg_after"] = os.getloadavg()
-    print(f"\nnull model, {clients} clients, {seconds:.0f} s per run, on {meta['device']} ({cores} cores, "
+    cases = null_cases(rows)
+    print(f"\nnull model, {clients} clients, {repeats} x {seconds:.0f} s per case, on {meta['device']} ({cores} cores, "
           f"clients and server together; load average before {meta['loadavg_before'][0]:.2f}, "
-          f"after {meta['loadavg_after'][0]:.2f})")
-    print_table(rows, [("size", "size", "d"), ("n", "n", "d"), ("format", "format", ""),
-                       ("images_per_s", "images/s", ".0f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
-                       ("mean_batch", "batch", ".1f"), ("server_cpu_us_per_image", "server CPU us/image", ".0f"),
-                       ("client_cpu_us_per_image", "client CPU us/image", ".0f"), ("errors", "errors", "d")])
-    headline = [r for r in rows if r["size"] == NULL_TARGET["size"] and r["n"] == NULL_TARGET["n"]]
-    headline = [r for r in headline if r["format"] == "png"] or headline       # the API's default format
-    if headline:
-        meta["summary"] = null_summary(headline, cores)
-        summary = meta["summary"]
-        print(f"{summary['headline']}: {summary['images_per_s']:.0f} images/s on {cores} cores shared with the "
-              f"clients (target {NULL_TARGET['images_per_s']:.0f}: {'met' if summary['meets_target'] else 'NOT met'}); "
-              f"the server spent {summary['server_cpu_us_per_image']:.0f} CPU us per image, so "
-              f"{GPU_TARGET_IMAGES_PER_S:.0f} images/s need about {summary['host_cores_for_gpu_target']:.1f} such "
-              "cores for the serving stack")
-    path = write_results("serve_null", rows, meta, args.results_dir)
+          f"after {meta['loadavg_after'][0]:.2f}); medians over the repeats")
+    print_table(cases, [("size", "size", "d"), ("n", "n", "d"), ("format", "format", ""),
+                        ("images_per_s", "images/s", ".0f"), ("images_per_s_min", "min", ".0f"),
+                        ("images_per_s_max", "max", ".0f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
+                        ("server_cpu_us_per_image", "server CPU us/image", ".0f"),
+                        ("client_cpu_us_per_image", "client CPU us/image", ".0f"), ("errors", "errors", "d")])
+    meta["summary"] = summary = null_summary(cases)
+    for fmt, row in summary["by_format"].items():
+        print(f"{summary['case']}, {fmt}: {row['images_per_s']:.0f} images/s (median; target "
+              f"{NULL_TARGET['images_per_s']:.0f}: {'met' if row['meets_target'] else 'NOT met'}); the server spent "
+              f"{row['server_cpu_us_per_image']:.0f} CPU us per image: {GPU_TARGET_IMAGES_PER_S:.0f} images/s need "
+              f"about {row['host_cores_for_gpu_target']:.1f} such cores for the serving stack")
+    path = write_results("serve_null", cases + rows, meta, args.results_dir)
     print(f"results: {path}")
     return 0
 
@@ -241,7 +259,7 @@ def main(argv=None):
                         "(20; --null-model 5)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="unmeasured run per server first")
     parser.add_argument("--repeats", type=int, default=None, help="measured runs per mode, interleaved "
-                        "(3; --null-model 1)")
+                        "(3; --null-model: runs per case, 2)")
     parser.add_argument("--max-batch", type=int, default=None, help="dynamic mode's --max-batch (64; --gpu 256)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--gpu", action="store_true", help="GPU-sized: --device cuda --amp bf16 --graphs, "
