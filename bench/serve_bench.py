@@ -215,7 +215,8 @@ def null_model_main(args) -> int:
                                **measured_run(server, clients, n, seconds, fmt)}
                         row["images_per_s_per_core"] = row["images_per_s"] / cores
                         rows.append(row)
-                        print(f"  {size}px n={n} {fmt}: {row['images_per_s']:.0f} images/s, p50 {row['p50_ms']:.0f} ms, "
+                        print(f"  {size}px n={n} {fmt}: {row['images_per_s']:.0f} images/s, "
+                              f"p50 {row['p50_ms']:.0f} ms, "
                               f"p99 {row['p99_ms']:.0f} ms, mean batch {row['mean_batch'] or 0:.1f}, server "
                               f"{row['server_cpu_us_per_image']:.0f} CPU us/image, errors {row['errors']}", flush=True)
     meta["loadavg_after"] = os.getloadavg()

@@ -22,7 +22,8 @@ def heading_anchors(page: Path) -> set[str]:
     """The anchors mkdocs gives the headings of ``page`` (its toc extension's slugify)."""
     from markdown.extensions.toc import slugify
     text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    return {slugify(re.sub(r"`", "", m.group(1)).strip(), "-") for m in re.finditer(r"^#{1,6}\s+(.*)$", text, flags=re.M)}
+    headings = re.finditer(r"^#{1,6}\s+(.*)$", text, flags=re.M)
+    return {slugify(heading.group(1).replace("`", "").strip(), "-") for heading in headings}
 
 
 def test_readme_is_a_front_page():
