@@ -39,7 +39,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import device_info, print_table, write_results  # noqa: E402
 
+from attnfast.serving.encoding import encode_images  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
+from attnfast.serving.null_model import NullGenerator  # noqa: E402
 
 CAPTIONS = ["a large red circle in the center", "a large blue square in the center on a beige background",
             "a large yellow triangle in the center with a navy background", "a large green star in the center",
@@ -123,8 +125,6 @@ GPU_TARGET_IMAGES_PER_S = 10_000.0                                   # the GPU t
 def encoding_cost(size: int, fmt: str, seconds: float = 1.0) -> float:
     """CPU microseconds per image of the server's encoding (uint8 conversion, PNG/JPEG file or raw
     bytes, base64) of null-model images at ``size``, measured here on one thread for about ``seconds``."""
-    from attnfast.serving.encoding import encode_images
-    from attnfast.serving.null_model import NullGenerator
     images = NullGenerator(size, max_batch=16).images[:16]
     encode_images(images, fmt)
     count, started, cpu = 0, time.perf_counter(), time.process_time()

@@ -3,15 +3,18 @@ server's own /openapi.json and checks every answer against it, on a real server 
 serves the null model (``python -m attnfast.serve --null-model 64``: the same app, batcher and
 encoding, no model to train or load). Plus what the fuzzing cannot reach (413, 503), checked in the
 schema itself, and the null model's own contract."""
+import importlib.util
 import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="the server needs fastapi (requirements.txt)")
+from attnfast import serve  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
 from attnfast.serving.null_model import BANK, NullGenerator  # noqa: E402
 
@@ -91,14 +94,13 @@ def test_null_generator_serves_fixed_images_of_its_size():
 
 
 def test_serve_refuses_a_model_with_the_null_model():
-    from attnfast import serve
     with pytest.raises(SystemExit):
         serve.build_parser().parse_args(["--null-model", "64", "--checkpoint", "x.pt"])
     assert serve.build_parser().parse_args(["--null-model", "64"]).null_model == 64
 
 
 def test_torch_threads_default_to_one_off_the_cpu():
-    from attnfast.serve import set_torch_threads
+    set_torch_threads = serve.set_torch_threads
     before = torch.get_num_threads()
     try:
         assert set_torch_threads(0, generator_on_cpu=True) == before           # torch's own default kept
@@ -114,8 +116,6 @@ def test_torch_threads_default_to_one_off_the_cpu():
 def test_serve_bench_null_model_writes_its_results(tmp_path, capsys):
     """bench/serve_bench.py --null-model at the smallest bounded size: one server, 2 clients, 0.5 s;
     the JSON holds the rows, the load averages and the GPU-host estimate."""
-    import importlib.util
-    from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "bench" / "serve_bench.py"
     spec = importlib.util.spec_from_file_location("serve_bench_under_test", path)
     bench = importlib.util.module_from_spec(spec)

@@ -19,8 +19,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from attnfast import serve as serve_cli  # noqa: E402
+from attnfast.data import to_uint8_images  # noqa: E402
 from attnfast.generation import SeededGenerator, load_generator  # noqa: E402
 from attnfast.serving import ServeSettings, create_app  # noqa: E402
+from attnfast.serving.encoding import uint8_images  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
 from test_train import damsm_checkpoint, gan_checkpoint  # noqa: E402,F401 - fixtures
 
@@ -99,8 +101,6 @@ def test_raw_format_is_the_uint8_pixels_of_the_png(client):
 
 
 def test_numpy_uint8_conversion_equals_the_torch_one(fresh_seed):
-    from attnfast.data import to_uint8_images
-    from attnfast.serving.encoding import uint8_images
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(fresh_seed)) * 2.2 - 1.1
     images[0, 0, 0, :4] = torch.tensor([-1.0, 1.0, 1 / 255 - 1, 0.0])          # ends, a half step, the middle
     assert np.array_equal(uint8_images(images), to_uint8_images(images))

@@ -11,6 +11,7 @@ the shapes vocabulary, so unknown words and caption errors behave as with a shap
 import numpy as np
 import torch
 
+from attnfast.data.shapes import render_scene, sample_scene, shapes_vocabulary
 from attnfast.generation.captions import EncodedCaptions, encode_captions
 from attnfast.generation.core import Drawn
 
@@ -22,7 +23,6 @@ WORDS_NUM = 18          # the shapes configs' dataset.words_num
 def _bank(size: int, count: int, seed: int = 0) -> torch.Tensor:
     """``count`` rendered shapes scenes at ``size`` with fixed noise: (count, 3, size, size) float32
     in [-1, 1]."""
-    from attnfast.data.shapes import render_scene, sample_scene
     rng = np.random.default_rng(seed)
     images = []
     for _ in range(count):
@@ -45,7 +45,6 @@ class NullGenerator:
     device = torch.device("cpu")
 
     def __init__(self, size: int, max_batch: int = 64):
-        from attnfast.data.shapes import shapes_vocabulary
         if size < 8:
             raise ValueError(f"--null-model takes an image size >= 8, got {size}")
         if max_batch < 1:
