@@ -1,17 +1,24 @@
 # attnfast: the two commands of the README.
 #   make demo   create .venv, install, train briefly on the built-in shapes data, sample with attention maps
-#   make test   create .venv, install, run the test suite
+#   make test   create .venv, install (with requirements-dev.txt), run the test suite
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.attnfast-installed
+DEV_STAMP := $(VENV)/.attnfast-dev-installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
+.PHONY: demo test install install-dev docs clean gpu-test bench kernel-report kernel-report-triton36 gpu-check gpu-check-dry
 .PHONY: lint mutate
 
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+# docs: the site into build/site (mkdocs.yml; make test builds it with --strict too)
+docs: $(DEV_STAMP)
+	$(VPY) -m mkdocs build --strict --site-dir build/site
 
 # A CUDA build of torch already on the machine is kept (the venv sees it through
 # --system-site-packages); otherwise the CPU build torch==2.13.0 is pinned, because an
@@ -28,7 +35,13 @@ $(STAMP): requirements.txt setup.py pyproject.toml $(wildcard csrc/*)
 	$(if $(CI),ATTNFAST_REQUIRE_EXT=1) $(VPY) -m pip install --quiet --no-build-isolation -e .
 	@touch $(STAMP)
 
-test: $(STAMP) lint
+# Developer tools (requirements-dev.txt: lint, docs site, API contract tests), apart from the runtime
+# install so that a change of them does not rebuild the extension.
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(DEV_STAMP)
+
+test: $(STAMP) $(DEV_STAMP) lint
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 # --- lint and mutation check (issue 30) -----------------------------------------------------
@@ -37,12 +50,6 @@ test: $(STAMP) lint
 # mutate: single-site bugs in reference/, ops/ and the loss code, each run against the tests of its
 # file (bench/mutate.py; score in the README); slow, not part of `make test`.
 # make mutate MUTATE_ARGS=--extension adds the C++ mutants (each an out-of-tree build).
-DEV_STAMP := $(VENV)/.attnfast-dev-installed
-
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
-	$(VPY) -m pip install --quiet -r requirements-dev.txt
-	@touch $(DEV_STAMP)
-
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

@@ -4,8 +4,9 @@
         [--max-batch 64] [--max-wait-ms 10] [--amp] [--graphs]
     python -m attnfast.serve --netG netG_epoch_600.pth --text-encoder text_encoder200.pth \
         --vocab captions.pickle                     # the original AttnGAN's released weights
+    python -m attnfast.serve --null-model 64        # fixed images, no model: the serving stack alone
 
-Open http://127.0.0.1:8000/ for the page; the API is described in README.md ("Serving") and at
+Open http://127.0.0.1:8000/ for the page; the API is described in docs/serving.md and at
 /openapi.json. SIGTERM (or Ctrl-C) stops accepting connections, answers the requests in flight,
 then exits.
 """
@@ -43,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServeSettings()
     parser = argparse.ArgumentParser(prog="python -m attnfast.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    source = add_model_arguments(parser)
+    source.add_argument("--null-model", type=int, metavar="SIZE", default=None,
+                        help="serve fixed SIZExSIZE images from a generator that costs nothing (the shapes "
+                        "vocabulary): measures the serving stack alone (bench/serve_bench.py --null-model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     parser.add_argument("--device", default="auto")
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--graphs", action="store_true",
                         help="CUDA graphs: batches padded to power-of-two sizes up to --max-batch (GPU)")
     parser.add_argument("--no-fuse", action="store_true", help="keep G's BatchNorms (no folding)")
+    parser.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                        help="torch's CPU threads (0, the default: 1 when the generator is not on the CPU, i.e. on "
+                        "a GPU or with --null-model, where torch's CPU work is small copies and a thread pool "
+                        "only spins against the encoding threads; torch's own default on a CPU)")
     limits = parser.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per generator batch")
     limits.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
@@ -64,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
+
+
+def set_torch_threads(requested: int, generator_on_cpu: bool) -> int:
+    """Apply --torch-threads (see build_parser); returns the number of threads torch now uses."""
+    import torch
+    if requested < 0:
+        raise ValueError(f"--torch-threads must be >= 0, got {requested}")
+    if requested or not generator_on_cpu:
+        torch.set_num_threads(requested or 1)
+    return torch.get_num_threads()
 
 
 def settings_from(args):
@@ -84,10 +102,16 @@ def main(argv=None) -> int:
         from attnfast.generation.loading import models_from_args
         from attnfast.serving import create_app
         settings = settings_from(args)
-        device = pick_device(args.device)
-        models = models_from_args(args, device)
-        core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
-                               max_batch=settings.max_batch)
+        if args.null_model is not None:
+            from attnfast.serving.null_model import NullGenerator
+            set_torch_threads(args.torch_threads, generator_on_cpu=False)
+            core = NullGenerator(args.null_model, max_batch=settings.max_batch)
+        else:
+            device = pick_device(args.device)
+            set_torch_threads(args.torch_threads, generator_on_cpu=device.type == "cpu")
+            models = models_from_args(args, device)
+            core = SeededGenerator(models, device, amp=args.amp, fuse=not args.no_fuse, graphs=args.graphs,
+                                   max_batch=settings.max_batch)
         core.warm_up()
         app = create_app(core, settings)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

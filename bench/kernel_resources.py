@@ -271,7 +271,7 @@ def print_report(rows: list[dict]) -> None:
 
 
 def markdown_summary(section: dict, arch: int = 90) -> str:
-    """A README table: per kernel and dtype, over the binaries of the model's shapes on ``sm_<arch>``,
+    """The table of docs/kernels.md: per kernel and dtype, over the binaries of the model's shapes on ``sm_<arch>``,
     the range of registers, the most shared memory and spill bytes, and the range of warps per SM."""
     groups = collections.defaultdict(list)
     for r in section["rows"]:
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-nvcc", action="store_true", help="skip the CUDA C++ kernels")
     parser.add_argument("--quiet", action="store_true", help="no table, only problems and a summary")
     parser.add_argument("--markdown", action="store_true",
-                        help="compile nothing: print the README's table from --json for each triton version")
+                        help="compile nothing: print the kernel resources table of docs/kernels.md from --json for each triton version")
     args = parser.parse_args(argv)
     if args.markdown:
         with open(args.json) as f:

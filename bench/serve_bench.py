@@ -4,6 +4,7 @@ batch-1 serving, measured side by side in one run.
     python bench/serve_bench.py [--checkpoint runs/demo/gan.pt] [--clients 32] [--seconds 20] [--repeats 3]
     python bench/serve_bench.py --gpu          # GPU-sized: cuda, bf16, CUDA graphs, 256 clients, batch 256
     python bench/serve_bench.py --gpu --untrained training/configs/shapes_demo.yaml   # a bare machine
+    python bench/serve_bench.py --null-model [--seconds 5] [--clients 32]   # the serving stack alone
 
 Starts two servers on 127.0.0.1 from the same checkpoint, one with ``--max-batch B`` (dynamic
 batching) and one with ``--max-batch 1``; then, alternating between them ``--repeats`` times (so
@@ -11,6 +12,15 @@ that a noisy neighbour hits both), K client threads each send one request after 
 caption, ``--n`` images, a fresh seed) for ``--seconds``. Every loop is bounded in time and count
 and the servers are stopped at the end. Per run: images/s, latency p50/p95/p99 of the requests,
 mean batch size (the server's /v1/metrics). Results: a table and bench/results/serve_<device kind>.json.
+
+``--null-model``: the serving stack's own ceiling. One server per image size (``--sizes``, 64 and 128)
+runs ``python -m attnfast.serve --null-model SIZE`` (the same app, batcher and encoding; the generator
+returns fixed images and costs nothing), and the clients ask 1 and 16 images per request (``--ns``) in
+PNG, JPEG and raw (``--formats``), ``--repeats`` runs per case (medians reported). Per run also the
+CPU time the server process and the clients spent per image. Also measured in this process, one
+thread: the encoding's CPU cost per image.
+The machine's load average before and after is recorded (other jobs share the cores). Results:
+bench/results/serve_null_<device kind>.json.
 """
 import argparse
 import http.client
@@ -29,7 +39,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import device_info, print_table, write_results  # noqa: E402
 
+from attnfast.serving.encoding import encode_images  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
+from attnfast.serving.null_model import NullGenerator  # noqa: E402
 
 CAPTIONS = ["a large red circle in the center", "a large blue square in the center on a beige background",
             "a large yellow triangle in the center with a navy background", "a large green star in the center",
@@ -57,15 +69,16 @@ def scrape(url: str) -> dict:
     return out
 
 
-def client(url: str, index: int, n: int, stop_at: float, latencies: list, errors: list) -> None:
-    """One client: requests back to back until ``stop_at`` (or MAX_REQUESTS_PER_CLIENT)."""
+def client(url: str, index: int, n: int, stop_at: float, latencies: list, errors: list, fmt: str = "png") -> None:
+    """One client: requests back to back until ``stop_at`` (or MAX_REQUESTS_PER_CLIENT); it reads each
+    answer whole but does not decode it (the server's cost is measured, not the client's)."""
     parsed = urlparse(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
     for k in range(MAX_REQUESTS_PER_CLIENT):
         if time.monotonic() >= stop_at:
             break
         body = json.dumps({"captions": [CAPTIONS[(index + k) % len(CAPTIONS)]], "n": n,
-                           "seed": index * MAX_REQUESTS_PER_CLIENT + k})
+                           "seed": index * MAX_REQUESTS_PER_CLIENT + k, "format": fmt})
         started = time.perf_counter()
         try:
             conn.request("POST", "/v1/images", body, {"Content-Type": "application/json"})
@@ -83,12 +96,12 @@ def client(url: str, index: int, n: int, stop_at: float, latencies: list, errors
     conn.close()
 
 
-def load_run(url: str, clients: int, n: int, seconds: float) -> dict:
+def load_run(url: str, clients: int, n: int, seconds: float, fmt: str = "png") -> dict:
     """K clients against ``url`` for ``seconds``: images/s, latency percentiles (ms), batch size."""
     before = scrape(url)
     latencies, errors = [], []
     started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(url, i, n, started + seconds, latencies, errors))
+    threads = [threading.Thread(target=client, args=(url, i, n, started + seconds, latencies, errors, fmt))
                for i in range(clients)]
     for thread in threads:
         thread.start()
@@ -103,6 +116,128 @@ def load_run(url: str, clients: int, n: int, seconds: float) -> dict:
             "images": int(images), "seconds": elapsed, "images_per_s": n * len(latencies) / elapsed,
             "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
             "mean_batch": images / batches if batches else None}
+
+
+NULL_TARGET = {"size": 64, "n": 16, "images_per_s": 4000.0}       # issue 26, on the 2-core CPU
+GPU_TARGET_IMAGES_PER_S = 10_000.0                                   # the GPU target at 64x64
+
+
+def encoding_cost(size: int, fmt: str, seconds: float = 1.0) -> float:
+    """CPU microseconds per image of the server's encoding (uint8 conversion, PNG/JPEG file or raw
+    bytes, base64) of null-model images at ``size``, measured here on one thread for about ``seconds``."""
+    images = NullGenerator(size, max_batch=16).images[:16]
+    encode_images(images, fmt)
+    count, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        encode_images(images, fmt)
+        count += len(images)
+    return 1e6 * (time.process_time() - cpu) / count
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_run(server, clients: int, n: int, seconds: float, fmt: str) -> dict:
+    """:func:`load_run` plus the CPU time the server process and this process (the clients) spent
+    per image: on a shared machine these say more than images/s, which other jobs' load lowers."""
+    server_before, clients_before = process_cpu_seconds(server.proc.pid), time.process_time()
+    row = load_run(server.url, clients, n, seconds, fmt)
+    served = max(n * row["requests"], 1)
+    row["server_cpu_us_per_image"] = 1e6 * (process_cpu_seconds(server.proc.pid) - server_before) / served
+    row["client_cpu_us_per_image"] = 1e6 * (time.process_time() - clients_before) / served
+    return row
+
+
+def null_cases(rows: list[dict]) -> list[dict]:
+    """Per (size, n, format): medians over the repeats (images/s also min and max), errors summed."""
+    cases = []
+    for key in dict.fromkeys((r["size"], r["n"], r["format"]) for r in rows):
+        runs = [r for r in rows if (r["size"], r["n"], r["format"]) == key]
+        rates = [r["images_per_s"] for r in runs]
+        case = {"size": key[0], "n": key[1], "format": key[2], "runs": len(runs),
+                "images_per_s": statistics.median(rates), "images_per_s_min": min(rates),
+                "images_per_s_max": max(rates), "errors": sum(r["errors"] for r in runs)}
+        for name in ("p50_ms", "p99_ms", "server_cpu_us_per_image", "client_cpu_us_per_image"):
+            case[name] = statistics.median(r[name] for r in runs)
+        cases.append(case)
+    return cases
+
+
+def null_summary(cases: list[dict]) -> dict:
+    """Per format at the target's size and images per request (medians over the repeats): images/s
+    against the target, and the host cores the GPU target needs for the serving stack, from the
+    server's CPU time per image (clients excluded: on a GPU host they are elsewhere)."""
+    out = {}
+    for case in cases:
+        if (case["size"], case["n"]) != (NULL_TARGET["size"], NULL_TARGET["n"]):
+            continue
+        out[case["format"]] = {
+            "images_per_s": case["images_per_s"], "images_per_s_max": case["images_per_s_max"],
+            "meets_target": case["images_per_s"] >= NULL_TARGET["images_per_s"],
+            "server_cpu_us_per_image": case["server_cpu_us_per_image"],
+            "host_cores_for_gpu_target": GPU_TARGET_IMAGES_PER_S * case["server_cpu_us_per_image"] / 1e6}
+    return {"case": f"{NULL_TARGET['size']}px, {NULL_TARGET['n']} images per request",
+            "target_images_per_s": NULL_TARGET["images_per_s"], "gpu_target_images_per_s": GPU_TARGET_IMAGES_PER_S,
+            "by_format": out}
+
+
+def null_model_main(args) -> int:
+    """The ``--null-model`` runs (see the module docstring)."""
+    sizes = [int(v) for v in args.sizes.split(",")]
+    ns = [int(v) for v in args.ns.split(",")]
+    formats = args.formats.split(",")
+    clients, seconds, repeats = args.clients or 32, args.seconds or 5.0, args.repeats or 2
+    max_batch = args.max_batch or 64
+    cores = os.cpu_count()
+    meta = device_info(torch.device("cpu"))
+    meta.update({"null_model": True, "clients": clients, "seconds_per_run": seconds, "repeats": repeats,
+                 "max_batch": max_batch, "max_wait_ms": args.max_wait_ms, "cpu_count": cores,
+                 "loadavg_before": os.getloadavg(), "target": NULL_TARGET,
+                 "note": f"the server (one process) and {clients} client threads (one process, reading each "
+                 f"answer whole without decoding it) share the machine's {cores} cores; other jobs may run "
+                 "too (loadavg_before/after: 1, 5, 15 minute load averages)"})
+    print(f"serve_bench --null-model: load average {meta['loadavg_before']} on {cores} cores", flush=True)
+    meta["encoding_us_per_image"] = {f"{size} {fmt}": encoding_cost(size, fmt) for size in sizes for fmt in formats}
+    rows = []
+    for size in sizes:
+        flags = ["--null-model", str(size), "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
+                 "--max-queue", str(max(4 * clients * max(ns), max_batch)), "--log-level", "warning"]
+        with ServerProcess(*flags, timeout=300) as server:
+            for n in ns:
+                for fmt in formats:
+                    load_run(server.url, clients, n, args.warmup_seconds, fmt)
+                    for repeat in range(repeats):
+                        row = {"size": size, "n": n, "format": fmt, "repeat": repeat,
+                               **measured_run(server, clients, n, seconds, fmt)}
+                        row["images_per_s_per_core"] = row["images_per_s"] / cores
+                        rows.append(row)
+                        print(f"  {size}px n={n} {fmt}: {row['images_per_s']:.0f} images/s, "
+                              f"p50 {row['p50_ms']:.0f} ms, "
+                              f"p99 {row['p99_ms']:.0f} ms, mean batch {row['mean_batch'] or 0:.1f}, server "
+                              f"{row['server_cpu_us_per_image']:.0f} CPU us/image, errors {row['errors']}", flush=True)
+    meta["loadavg_after"] = os.getloadavg()
+    cases = null_cases(rows)
+    print(f"\nnull model, {clients} clients, {repeats} x {seconds:.0f} s per case, on {meta['device']} ({cores} cores, "
+          f"clients and server together; load average before {meta['loadavg_before'][0]:.2f}, "
+          f"after {meta['loadavg_after'][0]:.2f}); medians over the repeats")
+    print_table(cases, [("size", "size", "d"), ("n", "n", "d"), ("format", "format", ""),
+                        ("images_per_s", "images/s", ".0f"), ("images_per_s_min", "min", ".0f"),
+                        ("images_per_s_max", "max", ".0f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
+                        ("server_cpu_us_per_image", "server CPU us/image", ".0f"),
+                        ("client_cpu_us_per_image", "client CPU us/image", ".0f"), ("errors", "errors", "d")])
+    meta["summary"] = summary = null_summary(cases)
+    for fmt, row in summary["by_format"].items():
+        print(f"{summary['case']}, {fmt}: {row['images_per_s']:.0f} images/s (median; target "
+              f"{NULL_TARGET['images_per_s']:.0f}: {'met' if row['meets_target'] else 'NOT met'}); the server spent "
+              f"{row['server_cpu_us_per_image']:.0f} CPU us per image: {GPU_TARGET_IMAGES_PER_S:.0f} images/s need "
+              f"about {row['host_cores_for_gpu_target']:.1f} such cores for the serving stack")
+    path = write_results("serve_null", cases + rows, meta, args.results_dir)
+    print(f"results: {path}")
+    return 0
 
 
 def untrained_checkpoint(config: str, device: str, out_dir: str) -> str:
@@ -121,9 +256,11 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default="runs/demo/gan.pt")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (32; --gpu 256)")
     parser.add_argument("--n", type=int, default=1, help="images per request")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of one measured run")
+    parser.add_argument("--seconds", type=float, default=None, help="length of one measured run "
+                        "(20; --null-model 5)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="unmeasured run per server first")
-    parser.add_argument("--repeats", type=int, default=3, help="measured runs per mode, interleaved")
+    parser.add_argument("--repeats", type=int, default=None, help="measured runs per mode, interleaved "
+                        "(3; --null-model: runs per case, 2)")
     parser.add_argument("--max-batch", type=int, default=None, help="dynamic mode's --max-batch (64; --gpu 256)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--gpu", action="store_true", help="GPU-sized: --device cuda --amp bf16 --graphs, "
@@ -131,8 +268,19 @@ def main(argv=None):
     parser.add_argument("--untrained", metavar="CONFIG", default=None,
                         help="without --checkpoint's file, serve CONFIG's model after one DAMSM and one GAN "
                         "step (trained first, in a temporary folder)")
+    parser.add_argument("--null-model", action="store_true", help="the serving stack alone: a generator "
+                        "that costs nothing (python -m attnfast.serve --null-model SIZE), per size, n, format")
+    parser.add_argument("--sizes", default="64,128", help="--null-model: image sizes")
+    parser.add_argument("--ns", default="1,16", help="--null-model: images per request")
+    parser.add_argument("--formats", default="png,jpeg,raw", help="--null-model: image formats")
     parser.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
     args = parser.parse_args(argv)
+    if args.null_model:
+        if args.gpu or args.untrained:
+            parser.error("--null-model runs on the CPU without a model: no --gpu or --untrained")
+        return null_model_main(args)
+    args.seconds = args.seconds or 20.0
+    args.repeats = args.repeats or 3
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
     trained = os.path.isfile(args.checkpoint)

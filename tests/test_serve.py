@@ -20,8 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from test_train import damsm_checkpoint, gan_checkpoint  # noqa: E402,F401 - fixtures
 
 from attnfast import serve as serve_cli  # noqa: E402
+from attnfast.data import to_uint8_images  # noqa: E402
 from attnfast.generation import SeededGenerator, load_generator  # noqa: E402
 from attnfast.serving import ServeSettings, create_app  # noqa: E402
+from attnfast.serving.encoding import uint8_images  # noqa: E402
 from attnfast.serving.launcher import ServerProcess  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -87,6 +89,25 @@ def test_a_caption_and_seed_give_the_same_image_as_the_core_and_as_jpeg(client, 
     assert np.abs(pixels(reply.json()["images"][0]["image"]) - expected).mean() < 8        # JPEG loss
 
 
+def test_raw_format_is_the_uint8_pixels_of_the_png(client):
+    body = client.post("/v1/images", json={"captions": [BLUE], "seed": 123, "format": "raw", "attention": True}).json()
+    size = body["size"]
+    assert body["format"] == "raw"
+    raw = np.frombuffer(base64.b64decode(body["images"][0]["image"]), dtype=np.uint8).reshape(size, size, 3)
+    png = client.post("/v1/images", json={"captions": [BLUE], "seed": 123}).json()["images"][0]["image"]
+    assert np.array_equal(raw.astype(int), pixels(png))
+    overlay = base64.b64decode(body["images"][0]["attention"][0]["overlay"])
+    assert len(overlay) == size * size * 3
+
+
+def test_numpy_uint8_conversion_equals_the_torch_one(fresh_seed):
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(fresh_seed)) * 2.2 - 1.1
+    images[0, 0, 0, :4] = torch.tensor([-1.0, 1.0, 1 / 255 - 1, 0.0])          # ends, a half step, the middle
+    assert np.array_equal(uint8_images(images), to_uint8_images(images))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        uint8_images(torch.zeros(3, 16, 16))
+
+
 def test_seed_is_drawn_and_returned_when_absent(client):
     body = client.post("/v1/images", json={"captions": [RED]}).json()
     assert isinstance(body["seed"], int) and body["images"][0]["seed"] == body["seed"]
@@ -150,6 +171,7 @@ BAD = [
     (b'{"captions": ["a red circle"], "seed": -1}', 422, "seed"),
     (b'{"captions": ["a red circle"], "attention": "yes"}', 422, "attention"),
     (b'{"captions": ["a red circle"], "format": "gif"}', 422, "format"),
+    (b'{"captions": ["a red circle"], "format": "RAW"}', 422, "format"),
     (b'{"captions": ["a red circle", 5]}', 422, "captions[1]"),
     (b'{"captions": ["   "]}', 422, "captions[0]"),
     (b'{"captions": [""]}', 422, "captions[0]"),

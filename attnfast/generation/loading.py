@@ -27,9 +27,10 @@ def load_released(netG_path, text_encoder_path, vocab_path, device: torch.device
     return GeneratorModels(netG.to(device), text_encoder.to(device), vocab, config)
 
 
-def add_model_arguments(parser) -> None:
+def add_model_arguments(parser):
     """The model options of every command that draws images (argparse): ``--checkpoint`` or
-    ``--netG`` with ``--text-encoder``, ``--vocab``, ``--words-num`` and ``--mask-mode``."""
+    ``--netG`` with ``--text-encoder``, ``--vocab``, ``--words-num`` and ``--mask-mode``. Returns the
+    required, mutually exclusive group of the model's source (a command may add one of its own)."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a GAN checkpoint (gan.pt)")
     source.add_argument("--netG", metavar="PATH", help="the original AttnGAN's released generator "
@@ -40,6 +41,7 @@ def add_model_arguments(parser) -> None:
                         "original's eval_bird.yml; eval_coco.yml: 20)")
     parser.add_argument("--mask-mode", choices=("attngan", "correct"), default="attngan",
                         help="word mask of released generators (attngan: as they were trained)")
+    return source
 
 
 def models_from_args(args, device: torch.device) -> GeneratorModels:

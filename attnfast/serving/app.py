@@ -11,6 +11,8 @@ Every error is JSON ``{"error": message, "field": name}`` with a 4xx (5xx only f
 the model); 503 with Retry-After when the queue is full.
 """
 import asyncio
+import inspect
+import json
 import logging
 import random
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from importlib import resources
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,7 +30,8 @@ from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .encoding import encode_attention, encode_images
 from .metrics import ServeMetrics
 from .middleware import BodyGuard, RequestMetrics
-from .schemas import MAX_SEED, request_models
+from .schemas import (MAX_SEED, POST_ERRORS, HealthResponse, ImagesResponse, InterpolateResponse,
+                      request_models)
 from .settings import ServeSettings
 
 LOG = logging.getLogger("attnfast")
@@ -60,6 +63,21 @@ def _error(status: int, field: str, message: str, headers: dict | None = None) -
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
+def _json(payload: dict) -> Response:
+    """A JSON answer serialised here (called on an encoding thread), not by FastAPI's encoder on the
+    event loop: the images are long base64 strings, which the encoder would walk again."""
+    return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
+
+
+def _no_native_telemetry() -> dict:
+    """FastAPI's own OpenTelemetry hooks (versions that have them switch them on whenever
+    opentelemetry-api is importable) off: the server has its Prometheus metrics, and the hooks cost
+    CPU on every request."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    return {}
+
+
 def create_app(core, settings: ServeSettings) -> FastAPI:
     """The app around ``core`` (an :class:`attnfast.generation.SeededGenerator`, which only the
     batcher's worker thread uses). The worker starts with the app's lifespan and, at shutdown (after
@@ -79,7 +97,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
             LOG.info("attnfast.serve: drained; %d images served", metrics.total_images)
 
     app = FastAPI(title="attnfast", summary="AttnGAN text-to-image service with dynamic batching",
-                  docs_url=None, redoc_url=None, lifespan=lifespan)  # no docs pages: they load a CDN
+                  docs_url=None, redoc_url=None, lifespan=lifespan,   # no docs pages: they load a CDN
+                  **_no_native_telemetry())
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)               # added last: the outermost
@@ -109,7 +128,8 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
     def seed_of(value):
         return random.randint(0, MAX_SEED) if value is None else value
 
-    @app.post("/v1/images")
+    @app.post("/v1/images", response_model=None,
+              responses={200: {"model": ImagesResponse, "description": "the images"}, **POST_ERRORS})
     async def images(body: ImagesRequest):
         """Images (base64) per caption, each with its seed; unknown words and the tokens the model
         saw per caption; with ``attention``, per word the map of the last attentional stage."""
@@ -119,27 +139,29 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                           f"exceed the queue of {settings.max_queue}")
         encoded = core.encode(body.captions)
         seed = seed_of(body.seed)
-        rows = torch.arange(len(body.captions)).repeat_interleave(body.n)
+        rows = [row for row in range(len(body.captions)) for _ in range(body.n)]
         seeds = [seed + j for j in range(count)]
-        pixels, attention = await batcher.draw(encoded.ids[rows], encoded.lens[rows], seeds)
+        ids, lens = (torch.from_numpy(t.numpy()[rows]) for t in (encoded.ids, encoded.lens))  # no torch op here
+        pixels, attention = await batcher.draw(ids, lens, seeds)
 
         def payload():
             files = encode_images(pixels, body.format)
             out = []
-            for j, (row, image) in enumerate(zip(rows.tolist(), files, strict=True)):
+            for j, (row, image) in enumerate(zip(rows, files, strict=True)):
                 item = {"caption": row, "seed": seeds[j], "image": image}
                 if body.attention:
                     item["attention"] = ([] if attention is None else
                                          encode_attention(pixels[j], attention[j], encoded.tokens[row], body.format))
                 out.append(item)
-            return {"seed": seed, "format": body.format, "size": pixels.shape[-1],
-                    "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                                 in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
-                    "images": out}
+            return _json({"seed": seed, "format": body.format, "size": pixels.shape[-1],
+                          "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
+                                       in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
+                          "images": out})
 
         return await asyncio.to_thread(payload)
 
-    @app.post("/v1/interpolate")
+    @app.post("/v1/interpolate", response_model=None,
+              responses={200: {"model": InterpolateResponse, "description": "the path's images"}, **POST_ERRORS})
     async def interpolate(body: InterpolateRequest):
         """The GAN-INT path (``steps`` images, beta from 0 to 1) between the two captions."""
         encoded = core.encode(body.captions)
@@ -147,14 +169,20 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
         path = await batcher.call(lambda c: c.interpolate(encoded.ids, encoded.lens, body.steps, seed),
                                   body.steps)
         betas = torch.linspace(0, 1, body.steps).tolist()
-        files = await asyncio.to_thread(encode_images, path, body.format)
-        return {"seed": seed, "format": body.format, "size": path.shape[-1],
-                "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
-                             in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
-                "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files, strict=True)]}
 
-    @app.get("/v1/health")
+        def payload():
+            files = encode_images(path, body.format)
+            return _json({"seed": seed, "format": body.format, "size": path.shape[-1],
+                          "captions": [{"text": text, "tokens": tokens, "unknown": unknown} for text, tokens, unknown
+                                       in zip(body.captions, encoded.tokens, encoded.unknown, strict=True)],
+                          "images": [{"beta": beta, "image": image} for beta, image in zip(betas, files, strict=True)]})
+
+        return await asyncio.to_thread(payload)
+
+    @app.get("/v1/health", response_model=None,
+             responses={200: {"model": HealthResponse, "description": "model, queue and limits"}})
     async def health():
+        """The model, the device, the queue and the server's limits."""
         model = core.config["model"]
         return {"status": "ok", "queue": batcher.queued, "max_batch": settings.max_batch,
                 "max_wait_ms": settings.max_wait_ms, "device": str(core.device), "graphs": core.graphs,
@@ -164,12 +192,17 @@ def create_app(core, settings: ServeSettings) -> FastAPI:
                            "caption_chars": settings.max_caption_chars, "steps": settings.max_steps,
                            "body_bytes": settings.max_body_bytes, "queue": settings.max_queue}}
 
-    @app.get("/v1/metrics")
+    @app.get("/v1/metrics", response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition format (version 1.0.0)",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus():
+        """Prometheus metrics: requests, queue depth, batch sizes, latency, images/s."""
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse,
+             responses={200: {"description": "the web page", "content": {"text/html": {"schema": {"type": "string"}}}}})
     async def page():
+        """The web page: caption box, images, attention strip, interpolation slider."""
         return FileResponse(str(static / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
