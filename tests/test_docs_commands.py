@@ -13,7 +13,7 @@ import importlib.util
 import re
 import shlex
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -113,7 +113,7 @@ def parser_of_main(main) -> argparse.ArgumentParser:
     raise AssertionError(f"{main} returned without parsing its arguments")
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_options(module: str) -> frozenset[str] | None:
     """Option strings of ``python -m module``; None when the module does not exist."""
     if importlib.util.find_spec(module) is None:
@@ -126,7 +126,7 @@ def module_options(module: str) -> frozenset[str] | None:
     return frozenset(parser._option_string_actions)
 
 
-@lru_cache(maxsize=None)
+@cache
 def script_options(script: str) -> frozenset[str] | None:
     """Option strings of ``python bench/NAME.py``; None when the script does not exist."""
     path = ROOT / script
@@ -142,10 +142,10 @@ def script_options(script: str) -> frozenset[str] | None:
     return frozenset(parser_of_main(module.main)._option_string_actions)
 
 
-@lru_cache(maxsize=None)
+@cache
 def make_targets() -> frozenset[str]:
     text = (ROOT / "Makefile").read_text()
-    return frozenset(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, flags=re.M))
+    return frozenset(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, flags=re.MULTILINE))
 
 
 def config_key_problem(dotted: str) -> str | None:

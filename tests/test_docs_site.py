@@ -15,14 +15,14 @@ README_MAX_LINES = 250
 
 def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], capture_output=True, text=True, timeout=120)
+                           "--site-dir", str(site)], check=False, capture_output=True, text=True, timeout=120)
 
 
 def heading_anchors(page: Path) -> set[str]:
     """The anchors mkdocs gives the headings of ``page`` (its toc extension's slugify)."""
     from markdown.extensions.toc import slugify
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    headings = re.finditer(r"^#{1,6}\s+(.*)$", text, flags=re.M)
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    headings = re.finditer(r"^#{1,6}\s+(.*)$", text, flags=re.MULTILINE)
     return {slugify(heading.group(1).replace("`", "").strip(), "-") for heading in headings}
 
 

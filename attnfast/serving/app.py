@@ -30,8 +30,7 @@ from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .encoding import encode_attention, encode_images
 from .metrics import ServeMetrics
 from .middleware import BodyGuard, RequestMetrics
-from .schemas import (MAX_SEED, POST_ERRORS, HealthResponse, ImagesResponse, InterpolateResponse,
-                      request_models)
+from .schemas import MAX_SEED, POST_ERRORS, HealthResponse, ImagesResponse, InterpolateResponse, request_models
 from .settings import ServeSettings
 
 LOG = logging.getLogger("attnfast")
