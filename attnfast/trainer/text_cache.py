@@ -5,10 +5,16 @@ caption seen again (the next epoch, the same scene) reuses its words and sentenc
 
 Key: the dataset's ``(index, caption_index)`` of the batch dict (see
 :func:`attnfast.data.collate_shapes`) together with the caption's token ids, so a dataset that
-changed a caption can never be served a stale entry. A miss is encoded on its own (batch of 1): an
-entry is then a fixed function of its caption, independent of which other captions shared its
-batch, and a resumed run (which starts with an empty cache) computes exactly what the
-uninterrupted run cached. The cache is bounded (least recently used entries are dropped past
+changed a caption can never be served a stale entry. Misses are encoded in one of two ways:
+
+- per caption (``batched=False``, the fp32 trainer's choice): a miss is encoded on its own (batch
+  of 1); an entry is then a fixed function of its caption, independent of which other captions
+  shared its batch, and a resumed run (which starts with an empty cache) computes exactly what the
+  uninterrupted run cached (bit for bit);
+- batched (``batched=True``, the trainer's choice under autocast, issue 27): a batch's misses in one
+  encoder call, the cache filling as a side effect. The LSTM's matrix products then round
+  differently with the batch's size (measured: up to 3e-8 on features of magnitude ~0.1, far
+  below bf16's rounding), so an entry may differ from the per-caption one in its last bit. The cache is bounded (least recently used entries are dropped past
 ``max_bytes``) and emptied when the encoder's weights or mode change (parameter versions are
 checked on every lookup, a host-only check).
 """
@@ -26,10 +32,13 @@ class TextFeatureCache:
         text_encoder: an ``RNN_ENCODER`` in eval mode (its dropout would make features random).
         words_num: T, the padded caption length the features are returned at.
         max_bytes: memory bound of the stored features (on the encoder's device); >= one entry.
+        batched: encode a batch's misses in one encoder call (one LSTM run instead of one per
+            caption); False encodes each miss on its own (batch of 1), see the module docstring.
     """
 
-    def __init__(self, text_encoder: torch.nn.Module, words_num: int, max_bytes: int):
+    def __init__(self, text_encoder: torch.nn.Module, words_num: int, max_bytes: int, batched: bool = False):
         self.text_encoder = text_encoder
+        self.batched = bool(batched)
         self.words_num = int(words_num)
         self.max_bytes = int(max_bytes)
         self.entries: OrderedDict = OrderedDict()
@@ -79,22 +88,37 @@ class TextFeatureCache:
         device = next(self.text_encoder.parameters()).device
         tokens = captions.cpu().tolist()
         keys = [(i, c, tuple(t)) for i, c, t in zip(indices.tolist(), caption_indices.tolist(), tokens)]
-        words, sentences = [], []
+        found: dict = {}
+        missing: dict = {}                    # key -> first row of the batch with that caption
         for row, key in enumerate(keys):
             entry = self.entries.get(key)
-            if entry is None:
+            if entry is not None:
+                self.hits += 1
+                self.entries.move_to_end(key)
+                found[key] = entry
+            elif key not in missing:
                 self.misses += 1
-                entry = self._encode(captions[row:row + 1].to(device), cap_lens[row:row + 1])
+                missing[key] = row
+            else:
+                self.hits += 1                # a repeat of a miss in the same batch
+        if missing:
+            rows = list(missing.values())
+            if self.batched:
+                index = torch.tensor(rows, dtype=torch.long)
+                words, sentences = self._encode(captions[index].to(device), cap_lens[index])
+                encoded = [(words[i].clone(), sentences[i].clone()) for i in range(len(rows))]  # own storage
+            else:
+                encoded = [tuple(t[0].contiguous() for t in self._encode(captions[r:r + 1].to(device),
+                                                                         cap_lens[r:r + 1])) for r in rows]
+            for key, entry in zip(missing, encoded):
+                found[key] = entry
                 self.entries[key] = entry
                 if len(self.entries) > self.max_entries:
                     self.entries.popitem(last=False)
-            else:
-                self.hits += 1
-                self.entries.move_to_end(key)
-            words.append(entry[0])
-            sentences.append(entry[1])
-        return torch.stack(words), torch.stack(sentences)
+        return (torch.stack([found[key][0] for key in keys]),
+                torch.stack([found[key][1] for key in keys]))
 
-    def _encode(self, caption: torch.Tensor, cap_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        words, sentence = common.encode_text(self.text_encoder, caption, cap_len, self.words_num)
-        return words[0].float().contiguous(), sentence[0].float().contiguous()
+    def _encode(self, captions: torch.Tensor, cap_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The missed captions (M, T) in one encoder call: words (M, E, T), sentences (M, E) float32."""
+        words, sentence = common.encode_text(self.text_encoder, captions, cap_lens, self.words_num)
+        return words.float(), sentence.float()
