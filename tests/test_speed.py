@@ -119,19 +119,21 @@ def test_text_cache_is_emptied_when_the_encoder_changes_and_refuses_training_mod
 
 
 def test_batched_text_cache_encodes_a_batch_of_misses_in_one_call(monkeypatch):
-    """Issue 27: ``batched`` encodes the misses in one encoder call (repeats and hits excluded);
-    the entries equal the per-caption ones up to float rounding and are each their own storage."""
+    """Issue 27: ``batched`` encodes a batch with misses in one (unpacked) encoder call and stores
+    its misses; the entries equal the per-caption ones up to float rounding, are each their own
+    storage, and do not depend on their batch-mates (bit for bit, at the same batch size)."""
     enc = _encoder()
     calls = []
     encode = common.encode_text
-    monkeypatch.setattr(common, "encode_text", lambda e, c, l, n, **k: calls.append(c.shape[0]) or encode(e, c, l, n, **k))
+    monkeypatch.setattr(common, "encode_text",
+                        lambda e, c, l, n, **k: calls.append(c.shape[0]) or encode(e, c, l, n, **k))
     batched = TextFeatureCache(enc, 10, max_bytes=1 << 20, batched=True)
     single = TextFeatureCache(enc, 10, max_bytes=1 << 20)
     caps, lens = _captions(5, 10, [3, 10, 1, 6, 3])
     caps[4] = caps[0]
     idx, cidx = torch.tensor([5, 6, 7, 8, 5]), torch.tensor([0, 1, 0, 2, 0])   # row 4 repeats row 0
     words, sent = batched.lookup(caps, lens, idx, cidx)
-    assert calls == [4] and batched.misses == 4 and batched.hits == 1
+    assert calls == [5] and batched.misses == 4 and batched.hits == 1
     ref_words, ref_sent = single.lookup(caps, lens, idx, cidx)
     assert calls[1:] == [1, 1, 1, 1]
     assert_close(words, ref_words.double(), name="batched words")
@@ -142,6 +144,13 @@ def test_batched_text_cache_encodes_a_batch_of_misses_in_one_call(monkeypatch):
     assert calls == [] and torch.equal(more, words[1:3])
     entry = batched.entries[(6, 1, tuple(caps[1].tolist()))][0]
     assert entry.untyped_storage().nbytes() == entry.numel() * 4               # not a view of the batch
+    # batch-invariance: caption 1 encoded again among other captions (a fresh cache, same B = 5)
+    other_caps, other_lens = _captions(5, 10, [10, 2, 7, 4, 9])
+    other_caps[3], other_lens[3] = caps[1], lens[1]
+    fresh = TextFeatureCache(enc, 10, max_bytes=1 << 20, batched=True)
+    again, again_sent = fresh.lookup(other_caps, other_lens, torch.tensor([1, 2, 3, 6, 4]),
+                                     torch.tensor([0, 0, 0, 1, 0]))
+    assert torch.equal(again[3], words[1]) and torch.equal(again_sent[3], sent[1])
 
 
 # ---------------------------------------------------------------------- GAN steps

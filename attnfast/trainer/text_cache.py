@@ -11,10 +11,13 @@ changed a caption can never be served a stale entry. Misses are encoded in one o
   of 1); an entry is then a fixed function of its caption, independent of which other captions
   shared its batch, and a resumed run (which starts with an empty cache) computes exactly what the
   uninterrupted run cached (bit for bit);
-- batched (``batched=True``, the trainer's choice under autocast, issue 27): a batch's misses in one
-  encoder call, the cache filling as a side effect. The LSTM's matrix products then round
-  differently with the batch's size (measured: up to 3e-8 on features of magnitude ~0.1, far
-  below bf16's rounding), so an entry may differ from the per-caption one in its last bit. The cache is bounded (least recently used entries are dropped past
+- batched (``batched=True``, the trainer's choice under autocast, issue 27): a batch with a miss is
+  encoded whole in one encoder call, unpacked (every row runs all T steps: static shapes, no
+  per-step batch that depends on the other rows' lengths), and its misses are stored. Each row's
+  features are then a function of its caption and the batch size alone (checked bit for bit in
+  tests/test_speed.py), so entries still do not depend on their batch-mates and a resumed run still
+  computes exactly what the uninterrupted one cached; they differ from the per-caption (packed,
+  batch of 1) encoding by float rounding only (~3e-8, far below bf16's). The cache is bounded (least recently used entries are dropped past
 ``max_bytes``) and emptied when the encoder's weights or mode change (parameter versions are
 checked on every lookup, a host-only check).
 """
@@ -32,8 +35,8 @@ class TextFeatureCache:
         text_encoder: an ``RNN_ENCODER`` in eval mode (its dropout would make features random).
         words_num: T, the padded caption length the features are returned at.
         max_bytes: memory bound of the stored features (on the encoder's device); >= one entry.
-        batched: encode a batch's misses in one encoder call (one LSTM run instead of one per
-            caption); False encodes each miss on its own (batch of 1), see the module docstring.
+        batched: encode a batch with misses in one unpacked encoder call (one LSTM run instead of
+            one per caption); False encodes each miss on its own (batch of 1); see the module docstring.
     """
 
     def __init__(self, text_encoder: torch.nn.Module, words_num: int, max_bytes: int, batched: bool = False):
@@ -103,10 +106,9 @@ class TextFeatureCache:
                 self.hits += 1                # a repeat of a miss in the same batch
         if missing:
             rows = list(missing.values())
-            if self.batched:
-                index = torch.tensor(rows, dtype=torch.long)
-                words, sentences = self._encode(captions[index].to(device), cap_lens[index])
-                encoded = [(words[i].clone(), sentences[i].clone()) for i in range(len(rows))]  # own storage
+            if self.batched:                  # the whole batch, unpacked: rows independent of each other
+                words, sentences = self._encode(captions.to(device), cap_lens, packed=False)
+                encoded = [(words[r].clone(), sentences[r].clone()) for r in rows]   # own storage
             else:
                 encoded = [tuple(t[0].contiguous() for t in self._encode(captions[r:r + 1].to(device),
                                                                          cap_lens[r:r + 1])) for r in rows]
@@ -118,7 +120,9 @@ class TextFeatureCache:
         return (torch.stack([found[key][0] for key in keys]),
                 torch.stack([found[key][1] for key in keys]))
 
-    def _encode(self, captions: torch.Tensor, cap_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The missed captions (M, T) in one encoder call: words (M, E, T), sentences (M, E) float32."""
-        words, sentence = common.encode_text(self.text_encoder, captions, cap_lens, self.words_num)
+    def _encode(self, captions: torch.Tensor, cap_lens: torch.Tensor,
+                packed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions (M, T) in one encoder call: words (M, E, T), sentences (M, E) float32."""
+        words, sentence = common.encode_text(self.text_encoder, captions, cap_lens, self.words_num,
+                                             packed=packed)
         return words.float(), sentence.float()
