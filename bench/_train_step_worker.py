@@ -145,7 +145,10 @@ def main() -> int:
     parser.add_argument("--damsm", default=None)
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     trainer, amp, config = build(args.stage, args.config, args.out, args.damsm, args.set)
     batches = trainer.batches()
 

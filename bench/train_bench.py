@@ -194,12 +194,13 @@ class _Worker:
     """A :mod:`_train_step_worker` process of one tree and stage, answering JSON requests."""
 
     def __init__(self, tree: str, stage: str, config: str, out: str, damsm: str | None, sets: list[str],
-                 warmup: int):
+                 warmup: int, threads: int | None = None):
         import subprocess
         env = {**os.environ, "PYTHONPATH": tree}
         cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_train_step_worker.py"),
                "--stage", stage, "--config", config, "--out", out, "--warmup", str(warmup)]
         cmd += ["--damsm", damsm] if damsm else []
+        cmd += ["--threads", str(threads)] if threads else []
         for item in sets:
             cmd += ["--set", item]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -248,6 +249,8 @@ def side_by_side(args) -> tuple[list[dict], dict]:
     """
     import tempfile
     device = torch.device("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)        # the matmul rates at the workers' thread count
     config_path = os.path.abspath(args.config)
     rates = {"fp32": [matmul_rate(device, torch.float32)], "bf16": [matmul_rate(device, torch.bfloat16)]}
     load = [_load_average()]
@@ -272,7 +275,8 @@ def side_by_side(args) -> tuple[list[dict], dict]:
                 sets = [f"{stage}.batch_size={batch}"]
                 out = os.path.join(tmp, f"{stage}{batch}_{tree}")
                 workers[(stage, batch, tree)] = _Worker(trees[tree], stage, config_path, out,
-                                                        damsm if stage == "gan" else None, sets, args.warmup)
+                                                        damsm if stage == "gan" else None, sets, args.warmup,
+                                                        args.threads)
         info = {key: w.ask(cmd="info") for key, w in workers.items()}
         times = {key: [] for key in workers}
         for r in range(args.runs):
@@ -323,7 +327,7 @@ def side_by_side(args) -> tuple[list[dict], dict]:
             "workers": {f"{s}{b}_{t}": v for (s, b, t), v in info.items()},
             "matmul_flop_per_s": {k: v for k, v in rates.items()}, "matmul_flop_per_s_median": rate,
             "fixed_cost_gan": fixed, "load_average_by_round": load, "timed_steps": args.steps,
-            "rounds": args.runs, "warmup_steps": args.warmup,
+            "rounds": args.runs, "warmup_steps": args.warmup, "threads": torch.get_num_threads(),
             "timing": "each worker process (one per stage, batch size and tree; torch's default threads) "
                       "times `timed_steps` steps of next(batches) + train_step per round, one worker at a "
                       "time, the trees' order alternating by round; ms_per_step is the median over rounds, "
@@ -348,7 +352,7 @@ def main_side_by_side(args) -> list[dict]:
     for tree, cost in extra["fixed_cost_gan"].items():
         print(f"  fixed GAN cost per step ({tree}): {cost['fixed_ms_per_step']:.1f} ms + "
               f"{cost['ms_per_image']:.1f} ms per image")
-    path = write_results("train_demo", rows, meta, args.results_dir)
+    path = write_results(args.name, rows, meta, args.results_dir)
     print(f"results: {path}")
     return rows
 
@@ -366,6 +370,9 @@ def main(argv=None):
                         help="a directory holding the baseline's attnfast/ package (instead of --baseline)")
     parser.add_argument("--rounds", type=int, default=None, help="--config: interleaved rounds (default 10)")
     parser.add_argument("--load-note", default=None, help="--config: the machine's load, said in the JSON")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--config: torch threads of the workers (default: torch's, as the trainers)")
+    parser.add_argument("--name", default="train_demo", help="--config: results file <name>_<device>.json")
     add_gpu_quick(parser)
     args = parser.parse_args(argv)
     if args.config:
