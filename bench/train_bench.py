@@ -279,7 +279,11 @@ def side_by_side(args) -> tuple[list[dict], dict]:
                                                         args.threads)
         info = {key: w.ask(cmd="info") for key, w in workers.items()}
         times = {key: [] for key in workers}
+        started = time.perf_counter()
         for r in range(args.runs):
+            if args.max_minutes and r >= 2 and time.perf_counter() - started > 60 * args.max_minutes:
+                print(f"  --max-minutes {args.max_minutes}: stopping after {r} rounds", flush=True)
+                break
             order = ("before", "new") if r % 2 == 0 else ("new", "before")
             for stage, batch in specs:
                 for tree in order:
@@ -327,7 +331,7 @@ def side_by_side(args) -> tuple[list[dict], dict]:
             "workers": {f"{s}{b}_{t}": v for (s, b, t), v in info.items()},
             "matmul_flop_per_s": {k: v for k, v in rates.items()}, "matmul_flop_per_s_median": rate,
             "fixed_cost_gan": fixed, "load_average_by_round": load, "timed_steps": args.steps,
-            "rounds": args.runs, "warmup_steps": args.warmup, "threads": torch.get_num_threads(),
+            "rounds": len(next(iter(times.values()))), "warmup_steps": args.warmup, "threads": torch.get_num_threads(),
             "timing": "each worker process (one per stage, batch size and tree; torch's default threads) "
                       "times `timed_steps` steps of next(batches) + train_step per round, one worker at a "
                       "time, the trees' order alternating by round; ms_per_step is the median over rounds, "
@@ -372,6 +376,8 @@ def main(argv=None):
     parser.add_argument("--load-note", default=None, help="--config: the machine's load, said in the JSON")
     parser.add_argument("--threads", type=int, default=None,
                         help="--config: torch threads of the workers (default: torch's, as the trainers)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="--config: start no round after this many minutes (at least 2 rounds)")
     parser.add_argument("--name", default="train_demo", help="--config: results file <name>_<device>.json")
     add_gpu_quick(parser)
     args = parser.parse_args(argv)
