@@ -64,10 +64,7 @@ def main(argv=None) -> int:
     print(f"== attnfast demo on {device} ({'fp32' if amp == 'off' else amp + ' autocast'}): "
           f"DAMSM {config['damsm']['steps']} steps, GAN {config['gan']['steps']} steps ==")
     try:
-        # the speed options of python -m attnfast.train's defaults (e.g. the images rendered once)
-        from attnfast import train as train_cli
-        speed = train_cli.speed_options(train_cli.build_parser().parse_args([]))
-        report = run_pipeline(config, out, device, amp, speed=speed)
+        report = run_pipeline(config, out, device, amp)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.demo: error: {exc}", file=sys.stderr)
         return 2

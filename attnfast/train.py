@@ -61,11 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory bound of the per-caption text feature cache (0 = off; default 1024)")
     speed.add_argument("--channels-last", action="store_true", help="NHWC weights and images")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun ranks (CUDA)")
-    speed.add_argument("--dataset-on-device", nargs="?", type=float, const=DATASET_ON_DEVICE_MB, default=None,
+    speed.add_argument("--dataset-on-device", nargs="?", type=float, const=DATASET_ON_DEVICE_MB, default=0.0,
                        metavar="MB", help="render the training images once and keep them on the device when "
-                       f"they fit MB (bare flag: {DATASET_ON_DEVICE_MB:g}) and half the free GPU memory (shapes "
-                       "dataset; damsm and gan stages). Default: on for the shapes dataset within "
-                       f"{DATASET_ON_DEVICE_MB:g} MB, off for the others; 0 = off")
+                       f"they fit MB (default {DATASET_ON_DEVICE_MB:g}) and half the free GPU memory (shapes "
+                       "dataset; damsm and gan stages)")
     speed.add_argument("--dataset-dtype", choices=("uint8", "float32"), default="uint8",
                        help="storage of --dataset-on-device (uint8: 1/4 of the memory, decoded exactly)")
     return parser
@@ -76,9 +75,7 @@ def speed_options(args):
     return SpeedOptions(graphs=args.graphs, compile=args.compile is not None,
                         compile_backend=args.compile or "inductor", text_cache_mb=args.text_cache_mb,
                         channels_last=args.channels_last, sync_bn=args.sync_bn,
-                        dataset_on_device_mb=(DATASET_ON_DEVICE_MB if args.dataset_on_device is None
-                                              else args.dataset_on_device),
-                        dataset_dtype=args.dataset_dtype, dataset_on_device_auto=args.dataset_on_device is None)
+                        dataset_on_device_mb=args.dataset_on_device, dataset_dtype=args.dataset_dtype)
 
 
 def main(argv=None) -> int:

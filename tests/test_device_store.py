@@ -175,13 +175,10 @@ def test_damsm_run_with_the_store_equals_the_run_without(tmp_path):
 
 def test_flags_parse_and_validate():
     parser = train_cli.build_parser()
-    auto = train_cli.speed_options(parser.parse_args([]))       # issue 27: on where it can be stored
-    assert auto.dataset_on_device_auto and auto.dataset_on_device_mb == train_cli.DATASET_ON_DEVICE_MB
-    assert auto.dataset_dtype == "uint8"
-    off = train_cli.speed_options(parser.parse_args(["--dataset-on-device", "0"]))
-    assert off.dataset_on_device_mb == 0 and not off.dataset_on_device_auto
+    off = train_cli.speed_options(parser.parse_args([]))
+    assert off.dataset_on_device_mb == 0 and off.dataset_dtype == "uint8"
     bare = train_cli.speed_options(parser.parse_args(["--dataset-on-device"]))
-    assert bare.dataset_on_device_mb == train_cli.DATASET_ON_DEVICE_MB and not bare.dataset_on_device_auto
+    assert bare.dataset_on_device_mb == train_cli.DATASET_ON_DEVICE_MB
     args = parser.parse_args(["--dataset-on-device", "256", "--dataset-dtype", "float32"])
     sized = train_cli.speed_options(args)
     assert sized.dataset_on_device_mb == 256 and sized.dataset_dtype == "float32"
@@ -205,16 +202,3 @@ def test_cuda_store_equals_the_normal_batches(dtype):
         assert all(img.is_cuda for img in b["images"])
         b["images"] = [img.cpu() for img in b["images"]]
         _assert_same_batch(a, b)
-
-
-def test_auto_store_skips_data_sets_that_cannot_be_stored_and_stores_shapes():
-    """The CLI's default (issue 27): the shapes images stored, a per-draw data set rendered as usual
-    (no error, unlike an explicit --dataset-on-device)."""
-    class PerDraw(torch.utils.data.Dataset):
-        def __len__(self):
-            return 4
-    auto = SpeedOptions(dataset_on_device_mb=64, dataset_on_device_auto=True)
-    assert auto.image_store(PerDraw(), CPU, progress=False) is None
-    with pytest.raises(ValueError, match="cannot be stored"):
-        SpeedOptions(dataset_on_device_mb=64).image_store(PerDraw(), CPU, progress=False)
-    assert auto.image_store(_dataset(num=6), CPU, progress=False) is not None

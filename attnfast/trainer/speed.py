@@ -25,9 +25,7 @@ class SpeedOptions:
     cache (0 = off). channels_last: store 4-D weights and real images NHWC (None = off; measure
     with bench/train_bench.py). sync_bn: SyncBatchNorm across ranks (CUDA only).
     dataset_on_device_mb: memory budget of the device-resident training images (0 = off; see
-    :mod:`attnfast.data.device_store`), dataset_dtype: their storage, "uint8" or "float32";
-    dataset_on_device_auto: the store only for data sets that can be stored (shapes), others
-    silently rendered per batch as usual (``python -m attnfast.train``'s default, issue 27)."""
+    :mod:`attnfast.data.device_store`), dataset_dtype: their storage, "uint8" or "float32"."""
 
     graphs: bool = False
     graph_warmup: int = 3
@@ -38,7 +36,6 @@ class SpeedOptions:
     sync_bn: bool = False
     dataset_on_device_mb: float = 0.0
     dataset_dtype: str = "uint8"
-    dataset_on_device_auto: bool = False
 
     def __post_init__(self):
         if self.compile_backend not in COMPILE_BACKENDS:
@@ -121,8 +118,6 @@ class SpeedOptions:
         or None when dataset_on_device_mb is 0 or they do not fit (one logged message)."""
         if self.dataset_on_device_mb <= 0:
             return None
-        if self.dataset_on_device_auto and not (hasattr(dataset, "text_item") and hasattr(dataset, "multi_res")):
-            return None                 # drawn per item (crop, flip): cannot be stored, rendered as usual
         from attnfast.data.device_store import DeviceImageStore
         return DeviceImageStore.build(dataset, device, self.dataset_on_device_mb, self.dataset_dtype,
                                       num_workers=num_workers, progress=progress)
