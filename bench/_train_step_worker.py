@@ -8,7 +8,8 @@ trainer exactly as that tree's ``python -m attnfast.train --config YAML --stage 
 CLI parser's defaults: amp, speed options), so each tree runs its own defaults. Then it answers one
 JSON request per stdin line with one JSON line on stdout:
 
-    {"cmd": "info"}             amp, batch size, torch threads
+    {"cmd": "info"}             amp, batch size, torch threads, seconds to build the trainer (with its
+                                pre-rendered image store where the tree's defaults build one)
     {"cmd": "time", "steps": K} seconds of K training steps, each ``next(batches)`` + ``train_step``
                                 (the loop of StepLoop.run without its logging)
     {"cmd": "parts", "steps": K} milliseconds per step of each part (wall clock around the trainer's
@@ -149,7 +150,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     trainer, amp, config = build(args.stage, args.config, args.out, args.damsm, args.set)
+    build_seconds = time.perf_counter() - started           # includes a pre-rendered image store
     batches = trainer.batches()
 
     def step():
@@ -166,7 +169,8 @@ def main() -> int:
             break
         if cmd == "info":
             reply = {"amp": amp, "batch": config[args.stage]["batch_size"], "threads": torch.get_num_threads(),
-                     "attnfast": __import__("attnfast").__file__}
+                     "attnfast": __import__("attnfast").__file__, "build_seconds": build_seconds,
+                     "image_store": getattr(trainer, "image_store", None) is not None}
         elif cmd == "time":
             start = time.perf_counter()
             for _ in range(request["steps"]):
