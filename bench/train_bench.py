@@ -341,6 +341,8 @@ def side_by_side(args) -> tuple[list[dict], dict]:
 
 def main_side_by_side(args) -> list[dict]:
     device = torch.device("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     meta = device_info(device)
     print(f"train bench, side by side on {meta['device']} (torch {meta['torch']}, commit {meta['git_commit']}, "
           f"{meta['date']}): {args.config}, this tree vs {args.baseline_tree or args.baseline}")
