@@ -2,6 +2,7 @@
 
     python bench/train_bench.py [--quick | --gpu-quick] [--steps N] [--results-dir DIR]
     python bench/train_bench.py --config training/configs/shapes_demo.yaml [--baseline REV] [--rounds N]
+                                [--steps K] [--threads T] [--max-minutes M] [--name NAME]
 
 Images per second of one AttnGAN iteration (G forward, every D's update, G's update, EMA) for:
   original   fp32, eager, the ops' pure-PyTorch reference backend, text re-encoded every step (the
