@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from attnfast.engine.amp import AMP_MODES
 from attnfast.extras import run_cli
 
 # Captions sampled at the end, per dataset.grid (positions must be the grid's own).
@@ -42,10 +43,13 @@ def main(argv=None) -> int:
     parser.add_argument("--damsm-steps", type=int, default=None, help="default: the config's damsm.steps")
     parser.add_argument("--gan-steps", type=int, default=None, help="default: the config's gan.steps")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", nargs="?", const="bf16", default="off")
+    parser.add_argument("--amp", nargs="?", const="auto", default="auto", choices=AMP_MODES + ("auto",),
+                        help="mixed precision (default auto, logged: bf16 where the device computes it "
+                             "natively, else fp32 on a CPU); --amp off trains in fp32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from attnfast.config import load_config
+    from attnfast.engine.amp import resolve as resolve_amp
     from attnfast.engine.devices import pick_device
     from attnfast.generation import sample_to_files
     from attnfast.pipeline import run_pipeline
@@ -53,14 +57,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     device = pick_device(args.device)
+    amp = resolve_amp(args.amp, device)
     config = load_config(args.config if Path(args.config).is_file() else None)
     for stage, steps in (("damsm", args.damsm_steps), ("gan", args.gan_steps)):
         config[stage]["steps"] = steps or config[stage]["steps"]
     started = time.perf_counter()
-    print(f"== attnfast demo on {device}: DAMSM {config['damsm']['steps']} steps, "
-          f"GAN {config['gan']['steps']} steps ==")
+    print(f"== attnfast demo on {device} ({'fp32' if amp == 'off' else amp + ' autocast'}): "
+          f"DAMSM {config['damsm']['steps']} steps, GAN {config['gan']['steps']} steps ==")
     try:
-        report = run_pipeline(config, out, device, args.amp)
+        report = run_pipeline(config, out, device, amp)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attnfast.demo: error: {exc}", file=sys.stderr)
         return 2

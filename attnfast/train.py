@@ -5,8 +5,9 @@ the same --out to continue), or one stage: DAMSM pretraining (``--stage damsm``)
 on the built-in shapes dataset or a configured one.
 
 Examples:
-    python -m attnfast.train --amp --out runs/shapes                  # DAMSM, GAN, evaluation
-    python -m attnfast.train --amp --set damsm.steps=20 --set gan.steps=20 --out runs/x
+    python -m attnfast.train --out runs/shapes                        # DAMSM, GAN, evaluation
+    python -m attnfast.train --amp off --out runs/fp32                # the same in fp32
+    python -m attnfast.train --set damsm.steps=20 --set gan.steps=20 --out runs/x
     python -m attnfast.train --stage damsm --out runs/shapes
     python -m attnfast.train --stage gan --damsm runs/shapes/damsm.pt --out runs/shapes --amp
     python -m attnfast.train --stage gan --resume runs/shapes/gan.pt --steps 10000
@@ -39,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="damsm | gan | style (encoder inverting G, needs --gan) | vlm (VLMGAN "
                              "matching block, needs --damsm); default: the whole pipeline, or gan "
                              "when --damsm or --resume is given")
-    parser.add_argument("--amp", nargs="?", const="auto", default="off", choices=AMP_MODES + ("auto",),
-                        help="mixed precision: bf16 autocast (what a bare --amp picks where the device "
-                             "has bf16), fp16 with a GradScaler")
+    parser.add_argument("--amp", nargs="?", const="auto", default="auto", choices=AMP_MODES + ("auto",),
+                        help="mixed precision (default auto, logged: bf16 autocast where the device "
+                             "computes bf16 natively, fp16 with a GradScaler on older GPUs, fp32 "
+                             "elsewhere); --amp off trains in fp32 (bit-identical to the paper path)")
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
     parser.add_argument("--damsm", default=None, help="DAMSM checkpoint with the frozen encoders (gan stage)")
     parser.add_argument("--gan", default=None, help="GAN checkpoint whose generator to invert (style stage)")

@@ -16,6 +16,7 @@ from attnfast.engine import amp as amp_lib
 from attnfast.models import RNN_ENCODER
 from attnfast.models.text_encoding import encode_text
 from attnfast.trainer import common
+from attnfast.trainer import text_cache as text_cache_module
 from attnfast.trainer.damsm import train_damsm
 from attnfast.trainer.gan import GANTrainer
 from attnfast.trainer.graphs import GraphedGANStep, batch_shapes, run_blockers
@@ -117,6 +118,41 @@ def test_text_cache_is_emptied_when_the_encoder_changes_and_refuses_training_mod
         TextFeatureCache(_encoder(), 10, max_bytes=100)
     with pytest.raises(ValueError, match="indices must be a"):
         TextFeatureCache(_encoder(), 10, max_bytes=1 << 20).lookup(caps, lens, torch.tensor([0]), cidx)
+
+
+def test_batched_text_cache_encodes_a_batch_of_misses_in_one_call(monkeypatch):
+    """Issue 27: ``batched`` encodes a batch with misses in one (unpacked) encoder call and stores
+    its misses; the entries equal the per-caption ones up to float rounding, are each their own
+    storage, and do not depend on their batch-mates (bit for bit, at the same batch size)."""
+    enc = _encoder()
+    calls = []
+    encode = text_cache_module.encode_text
+    monkeypatch.setattr(text_cache_module, "encode_text",
+                        lambda e, c, l, n, **k: calls.append(c.shape[0]) or encode(e, c, l, n, **k))
+    batched = TextFeatureCache(enc, 10, max_bytes=1 << 20, batched=True)
+    single = TextFeatureCache(enc, 10, max_bytes=1 << 20)
+    caps, lens = _captions(5, 10, [3, 10, 1, 6, 3])
+    caps[4] = caps[0]
+    idx, cidx = torch.tensor([5, 6, 7, 8, 5]), torch.tensor([0, 1, 0, 2, 0])   # row 4 repeats row 0
+    words, sent = batched.lookup(caps, lens, idx, cidx)
+    assert calls == [5] and batched.misses == 4 and batched.hits == 1
+    ref_words, ref_sent = single.lookup(caps, lens, idx, cidx)
+    assert calls[1:] == [1, 1, 1, 1]
+    assert_close(words, ref_words.double(), name="batched words")
+    assert_close(sent, ref_sent.double(), name="batched sentence")
+    assert torch.equal(words[4], words[0])
+    calls.clear()
+    more, _ = batched.lookup(caps[1:3], lens[1:3], idx[1:3], cidx[1:3])       # all hits: no call
+    assert calls == [] and torch.equal(more, words[1:3])
+    entry = batched.entries[(6, 1, tuple(caps[1].tolist()))][0]
+    assert entry.untyped_storage().nbytes() == entry.numel() * 4               # not a view of the batch
+    # batch-invariance: caption 1 encoded again among other captions (a fresh cache, same B = 5)
+    other_caps, other_lens = _captions(5, 10, [10, 2, 7, 4, 9])
+    other_caps[3], other_lens[3] = caps[1], lens[1]
+    fresh = TextFeatureCache(enc, 10, max_bytes=1 << 20, batched=True)
+    again, again_sent = fresh.lookup(other_caps, other_lens, torch.tensor([1, 2, 3, 6, 4]),
+                                     torch.tensor([0, 0, 0, 1, 0]))
+    assert torch.equal(again[3], words[1]) and torch.equal(again_sent[3], sent[1])
 
 
 # ---------------------------------------------------------------------- GAN steps
@@ -281,6 +317,32 @@ def test_bf16_step_keeps_losses_and_batch_norm_statistics_in_fp32(tmp_path, dams
     assert norms and all(m.running_mean.dtype == torch.float32 and m.running_var.dtype == torch.float32
                          for m in norms)
     assert all(int(m.num_batches_tracked) >= 1 for m in norms)        # statistics were updated
+
+
+def test_trainer_picks_the_exact_cache_and_adam_in_fp32_and_the_fast_ones_under_autocast(tmp_path, damsm_ckpt):
+    fp32 = _trainer(tmp_path, damsm_ckpt, "fp32")
+    assert not fp32.text_cache.batched
+    assert all(o.defaults["foreach"] and not o.defaults["fused"] for o in [fp32.optimizerG, *fp32.optimizersD])
+    bf16 = _trainer(tmp_path, damsm_ckpt, "bf16", amp="bf16")
+    assert bf16.text_cache.batched
+    assert all(o.defaults["fused"] for o in [bf16.optimizerG, *bf16.optimizersD])
+
+
+def test_foreach_adam_is_bit_identical_to_the_per_parameter_loop():
+    torch.manual_seed(0)
+    params = [torch.randn(6, 4, 3, 3), torch.randn(5), torch.randn(3, 2)]
+    results = []
+    for opts in ({"foreach": False}, {"foreach": True}):
+        copies = [p.clone().requires_grad_(True) for p in params]
+        opt = torch.optim.Adam(copies, lr=4e-4, betas=(0.5, 0.999), **opts)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            for c in copies:
+                c.grad = torch.randn(c.shape, generator=gen)
+            opt.step()
+        results.append(copies)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    assert SpeedOptions().adam(params, 1e-3, (0.5, 0.999), CPU).defaults["foreach"]
 
 
 def test_default_amp_mode(monkeypatch):

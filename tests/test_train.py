@@ -85,12 +85,13 @@ def test_damsm_resume_is_exact(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
 
 
-def test_gan_resume_is_exact(tmp_path, damsm_checkpoint):
+@pytest.mark.parametrize("amp", ["off", "bf16"])   # bf16: the batched text cache and fused Adam (issue 27)
+def test_gan_resume_is_exact(tmp_path, damsm_checkpoint, amp):
     config = tiny_config("dataset.train_size=8")  # 2 steps per epoch: resume crosses an epoch
     cpu = torch.device("cpu")
-    train_gan(config, tmp_path / "full", cpu, damsm_checkpoint, steps=4, progress=False)
-    train_gan(config, tmp_path / "half", cpu, damsm_checkpoint, steps=3, progress=False)
-    train_gan(config, tmp_path / "half", cpu, None, resume=tmp_path / "half" / "gan.pt", steps=4,
+    train_gan(config, tmp_path / "full", cpu, damsm_checkpoint, amp, steps=4, progress=False)
+    train_gan(config, tmp_path / "half", cpu, damsm_checkpoint, amp, steps=3, progress=False)
+    train_gan(config, tmp_path / "half", cpu, None, amp, resume=tmp_path / "half" / "gan.pt", steps=4,
               progress=False)
     full, resumed = ckpt.load(tmp_path / "full" / "gan.pt"), ckpt.load(tmp_path / "half" / "gan.pt")
     _compare_states(full, resumed, ["netG", "netG_ema", "netsD"])

@@ -24,18 +24,23 @@ def cpu_has_native_bf16() -> bool:
 
 
 def default_mode(device: torch.device) -> str:
-    """The mode a bare ``--amp`` picks: bf16 where the device computes it natively (CUDA GPUs from
+    """The mode ``--amp auto`` picks (the default of ``python -m attnfast.train`` and ``make demo``,
+    logged): bf16 where the device computes it natively (CUDA GPUs from
     Ampere on, CPUs with AVX512-BF16/AMX), fp16 with a GradScaler on older GPUs, and "off" on a CPU
     without native bf16, where bf16 autocast is emulated and several times slower than fp32
     (measured 4.5x on a 2-core AVX2 machine); ``--amp bf16`` still forces it there."""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+        mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+        LOG.info("--amp: %s", "bf16 autocast (this GPU computes bf16 natively)" if mode == "bf16" else
+                 "fp16 autocast with a GradScaler (this GPU has no native bf16)")
+        return mode
     if device.type == "cpu" and not cpu_has_native_bf16():
         LOG.info("--amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is slower "
                  "than fp32: training in fp32 (--amp bf16 forces bf16)")
         return "off"
     if device.type == "cpu":
-        LOG.info("--amp: bf16 autocast (this CPU computes bf16 natively: AVX512-BF16/AMX)")
+        LOG.info("--amp: bf16 autocast (this CPU computes bf16 natively: AVX512-BF16/AMX; --amp off "
+                 "trains in fp32)")
     return "bf16"
 
 

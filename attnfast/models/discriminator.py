@@ -6,7 +6,7 @@ Each D maps an image to a (B, ndf*8, 4, 4) code; ``UNCOND_DNET`` / ``COND_DNET``
 import torch
 from torch import nn
 
-from attnfast.ops import conv3x3
+from attnfast.ops import conv3x3, heads
 from . import _checks as check
 
 
@@ -63,15 +63,23 @@ class D_GET_LOGITS(nn.Module):  # noqa: N801 - the original's name
         check.tensor("h_code", h_code, 4, f"(B, ndf*8={self.df_dim * 8}, 4, 4)", floating=True)
         check.size("h_code", h_code, 1, self.df_dim * 8, f"(B, {self.df_dim * 8}, 4, 4)", "ndf*8")
         sentence = c_code
+        # under autocast (bf16 rounding already) the same math in cheaper forms (ops.heads, issue 27)
+        cheap = torch.is_autocast_enabled(h_code.device.type) and tuple(h_code.shape[2:]) == (4, 4)
         if self.bcondition and c_code is not None:
             check.tensor("c_code", c_code, 2, f"(B, nef={self.ef_dim})", floating=True)
             check.size("c_code", c_code, 1, self.ef_dim, f"(B, {self.ef_dim})", "nef")
-            c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)  # (B, nef, 4, 4)
-            h_c_code = torch.cat((h_code, c_code), 1)                     # (B, ndf*8 + nef, 4, 4)
-            h_c_code = self.jointConv(h_c_code)                           # (B, ndf*8, 4, 4)
+            if cheap:
+                joint = heads.joint_conv3x3(h_code, c_code, self.jointConv[0].weight)   # (B, ndf*8, 4, 4)
+                h_c_code = self.jointConv[2](self.jointConv[1](joint))
+            else:
+                c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)  # (B, nef, 4, 4)
+                h_c_code = torch.cat((h_code, c_code), 1)                 # (B, ndf*8 + nef, 4, 4)
+                h_c_code = self.jointConv(h_c_code)                       # (B, ndf*8, 4, 4)
         else:
             h_c_code = h_code
-        out = self.outlogits[0](h_c_code)                                 # (B, 1, 1, 1)
+        conv = self.outlogits[0]
+        out = (heads.logits_full_kernel(h_c_code, conv.weight, conv.bias) if cheap
+               else conv(h_c_code))                                       # (B, 1, 1, 1)
         if self.projection is not None and sentence is not None:
             projected = (self.projection(sentence) * h_code.sum(dim=(2, 3))).sum(dim=1)   # (B,)
             out = out + projected.view(-1, 1, 1, 1)

@@ -13,8 +13,8 @@ Backends of ``upBlock`` (``backend=`` or ``$ATTNFAST_BACKEND``):
 "auto": CUDA -> triton (cuda without Triton); CPU -> cpu. (For these blocks "cpu"/"cuda" name
 the plain-PyTorch sub-pixel path: there is no C++ kernel to beat mkldnn / cuDNN convolutions.)
 
-``ResBlock`` has "reference" (plain PyTorch; "cpu" and "cuda" are the same code) and "triton"
-(conv -> fused BN + GLU -> conv -> fused BN + residual).
+``ResBlock`` has "reference" (plain PyTorch), "cpu" and "cuda" (the same with the GLU's
+hand-written backward) and "triton" (conv -> fused BN + GLU -> conv -> fused BN + residual).
 
 The sub-pixel form is exact: it derives its 2x2 kernels from the module's own 3x3 weight on every
 call (:func:`attnfast.reference.subpixel_weight`), so values and gradients -- to the input and to
@@ -27,6 +27,7 @@ from torch import nn
 from attnfast import reference
 from attnfast.reference.blocks import BatchNormParams
 from . import _validate as check
+from . import fast_autograd
 from ._dispatch import OpBackends, triton_usable
 
 
@@ -53,23 +54,10 @@ def subpixel_interleave(phases: torch.Tensor) -> torch.Tensor:
 
     ``phases`` is ``conv2d(x, subpixel_weight(w), padding=1)`` (channel 4c + 2a + b holds phase
     (a, b)); output pixel (2i + a, 2j + b) = phases[:, 4c + 2a + b, i + a, j + b]. One strided view
-    and one copy, in phases' memory format.
+    and one copy, in phases' memory format; its backward is one copy back plus zeroing the unread
+    row and column per phase (:mod:`attnfast.ops.fast_autograd`, no zero-filled scatter).
     """
-    batch, channels4, hp, wp = phases.shape
-    s_b, s_c, s_h, s_w = phases.stride()
-    channels, height, width = channels4 // 4, hp - 1, wp - 1
-    # the a/b axes step both a channel (phase) and a row/column (the phase's window offset)
-    view = phases.as_strided((batch, channels, height, 2, width, 2),
-                             (s_b, 4 * s_c, s_h, 2 * s_c + s_h, s_w, s_c + s_w))
-    fmt = torch.channels_last if _is_channels_last(phases) else torch.contiguous_format
-    out = torch.empty((batch, channels, 2 * height, 2 * width), dtype=phases.dtype,
-                      device=phases.device, memory_format=fmt)
-    out.view(batch, channels, height, 2, width, 2).copy_(view)
-    return out
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return t.stride(1) == 1 and t.shape[1] > 1 and not t.is_contiguous()
+    return fast_autograd.subpixel_interleave(phases)
 
 
 def subpixel_weight(conv_weight: torch.Tensor) -> torch.Tensor:
@@ -86,9 +74,32 @@ def up_conv_subpixel(x: torch.Tensor, conv_weight: torch.Tensor) -> torch.Tensor
     return subpixel_interleave(phases)
 
 
+def bn_glu(x: torch.Tensor, bn: BatchNormParams) -> torch.Tensor:
+    """BatchNorm then GLU, (B, 2C, H, W) -> (B, C, H, W): :func:`attnfast.reference.bn_glu` with
+    the GLU's hand-written backward (:func:`attnfast.ops.fast_autograd.glu`; same values and
+    gradients bit for bit)."""
+    return fast_autograd.glu(reference.batch_norm(x, bn))
+
+
 def up_block_subpixel(x: torch.Tensor, conv_weight: torch.Tensor, bn: BatchNormParams) -> torch.Tensor:
     """upBlock with the sub-pixel conv, plain PyTorch: (B, Cin, H, W) -> (B, Cout, 2H, 2W)."""
-    return reference.bn_glu(up_conv_subpixel(x, conv_weight), bn)
+    return bn_glu(up_conv_subpixel(x, conv_weight), bn)
+
+
+def up_block_upsample(x: torch.Tensor, conv_weight: torch.Tensor, bn: BatchNormParams) -> torch.Tensor:
+    """The original upBlock (nearest 2x, 3x3 conv, BN, GLU) with :func:`bn_glu`'s GLU backward:
+    (B, Cin, H, W) -> (B, Cout, 2H, 2W), equal to :func:`attnfast.reference.up_block` bit for bit."""
+    x = F.interpolate(x, scale_factor=2, mode="nearest")                  # (B, Cin, 2H, 2W)
+    return bn_glu(F.conv2d(x, conv_weight, padding=1), bn)
+
+
+def res_block_torch(x: torch.Tensor, conv1_weight: torch.Tensor, bn1: BatchNormParams,
+                    conv2_weight: torch.Tensor, bn2: BatchNormParams) -> torch.Tensor:
+    """:func:`attnfast.reference.res_block` with :func:`bn_glu`'s GLU backward (bit for bit):
+    (B, C, H, W) -> (B, C, H, W); conv1_weight (2C, C, 3, 3), conv2_weight (C, C, 3, 3)."""
+    out = bn_glu(F.conv2d(x, conv1_weight, padding=1), bn1)
+    out = reference.batch_norm(F.conv2d(out, conv2_weight, padding=1), bn2)
+    return out + x
 
 
 # Measured on the 2-core CPU, fp32, one thread: the sub-pixel conv alone wins from B*H*W = 320 on
@@ -102,7 +113,7 @@ def up_block_cpu(x: torch.Tensor, conv_weight: torch.Tensor, bn: BatchNormParams
     """The "cpu" upBlock: sub-pixel form, except for inputs with fewer than
     ``CPU_SUBPIXEL_MIN_POSITIONS`` batch x low-res positions, where the original is faster."""
     if x.shape[0] * x.shape[2] * x.shape[3] < CPU_SUBPIXEL_MIN_POSITIONS:
-        return reference.up_block(x, conv_weight, bn)
+        return up_block_upsample(x, conv_weight, bn)
     return up_block_subpixel(x, conv_weight, bn)
 
 
@@ -118,7 +129,7 @@ def conv_act_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *,
     bias = bias.to(x.dtype)
     y = F.conv2d(x, weight.to(x.dtype), bias.repeat_interleave(4) if subpixel else bias, padding=1)
     if glu:
-        y = reference.glu(y)
+        y = fast_autograd.glu(y)
     if subpixel:
         y = subpixel_interleave(y)
     return y if residual is None else y + residual
@@ -136,7 +147,7 @@ def _table(name: str, plain, cpu=None, cuda=None) -> OpBackends:
 
 UP_BLOCK = _table("upBlock", reference.up_block, cpu=up_block_cpu, cuda=up_block_subpixel)
 UP_BLOCK.register("triton", _triton("up_block_triton"), triton_usable)
-RES_BLOCK = _table("ResBlock", reference.res_block)
+RES_BLOCK = _table("ResBlock", reference.res_block, cpu=res_block_torch, cuda=res_block_torch)
 RES_BLOCK.register("triton", _triton("res_block_triton"), triton_usable)
 # The folded blocks' conv + epilogue (BatchNorm already in the conv weights and bias).
 CONV_ACT = _table("conv_act", conv_act_torch)
@@ -168,7 +179,7 @@ class GLU(nn.Module):
     def forward(self, x):
         if not torch.is_tensor(x) or x.dim() < 2:
             raise ValueError("GLU expects a tensor (B, 2C, ...)")
-        return reference.glu(x)
+        return fast_autograd.glu(x)
 
 
 class upBlock(nn.Sequential):  # noqa: N801 - the original's name

@@ -43,7 +43,9 @@ class DAMSMTrainer(common.StepLoop):
         params = [p for m in (self.text_encoder, self.image_encoder) for p in m.parameters()
                   if p.requires_grad]
         damsm = config["damsm"]
-        self.optimizer = torch.optim.Adam(params, lr=damsm["lr"], betas=tuple(damsm["betas"]))
+        # issue 27: fused under autocast (rounds differently: ~3e-8), else foreach (bit-identical)
+        fast = {"fused": True} if amp != "off" else {"foreach": True}
+        self.optimizer = torch.optim.Adam(params, lr=damsm["lr"], betas=tuple(damsm["betas"]), **fast)
         self.scaler, self.autocast = common.make_scaler_and_autocast(amp, device)
         self.step = 0
         self.dataset = common.build_dataset(config, "train", (damsm["image_size"],), vocab=self.vocab)
@@ -93,7 +95,7 @@ class DAMSMTrainer(common.StepLoop):
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(w0 + w1 + s0 + s1).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.text_encoder.parameters(), damsm["rnn_grad_clip"])
+        torch.nn.utils.clip_grad_norm_(self.text_encoder.parameters(), damsm["rnn_grad_clip"], foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {k: v.detach() for k, v in losses.items()}

@@ -85,8 +85,8 @@ class GANTrainer(common.StepLoop):
         self.netG, self.netsD = self.speed.prepare_models(self.netG, self.netsD, self.image_encoder, device,
                                                           self.dist)
         gan = config["gan"]
-        self.optimizerG = self.speed.adam(self.netG.parameters(), gan["g_lr"], self.options.g_betas, device)
-        self.optimizersD = [self.speed.adam(d.parameters(), gan["d_lr"], self.options.d_betas, device)
+        self.optimizerG = self.speed.adam(self.netG.parameters(), gan["g_lr"], self.options.g_betas, device, amp)
+        self.optimizersD = [self.speed.adam(d.parameters(), gan["d_lr"], self.options.d_betas, device, amp)
                             for d in self.netsD]
         self.ema = ParameterEMA(self.netG, gan["ema"])
         self.speed.compile_models(self.netG, self.netsD, self.image_encoder,
@@ -99,7 +99,9 @@ class GANTrainer(common.StepLoop):
                                                   progress=self.is_main)
         self._fixed = None
         self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
-        self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"])
+        # fp32 keeps the per-caption encoding (bit-identical results); autocast batches the misses
+        self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"],
+                                                batched=amp != "off")
         self.graphed = self.speed.graphed_step(self)
 
     # ------------------------------------------------------------------ state

@@ -1,0 +1,144 @@
+"""Hand-written backwards for two layout ops of the blocks (issue 27): the same values and gradients
+as autograd's formulas, bit for bit, without their zero-filled intermediates.
+
+- :func:`glu`: ``x[:, :C] * sigmoid(x[:, C:])``. Autograd's backward of the two channel slices
+  allocates a zero-filled (B, 2C, ...) tensor per slice, copies each half in and adds the two; here
+  the two halves' gradients (the same ``g * s`` and ``sigmoid_backward(g * a, s)`` autograd
+  computes) are concatenated once.
+- :func:`subpixel_interleave`: the pixel shuffle of the sub-pixel conv, (B, 4C, H+1, W+1) ->
+  (B, C, 2H, 2W) through one strided view. Autograd's ``as_strided`` backward zero-fills a tensor of
+  the input's storage size and scatters into it through a generic strided path; here the gradient
+  is one copy into the same view plus zeroing the one row and one column per phase that the
+  forward never reads. The two directions are each other's adjoints, so each one's backward is
+  the other: double backward works.
+
+Both take any floating dtype (bf16 under autocast) and any memory format of the input.
+"""
+import torch
+
+__all__ = ["glu", "subpixel_deinterleave", "subpixel_interleave"]
+
+
+# ---------------------------------------------------------------------------------------- GLU
+class _GLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[1] // 2
+        gate = torch.sigmoid(x[:, half:])
+        ctx.save_for_backward(x, gate)
+        return x[:, :half] * gate
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, gate = ctx.saved_tensors
+        half = x.shape[1] // 2
+        if torch.is_grad_enabled():       # double backward: the gate as a function of x again
+            gate = torch.sigmoid(x[:, half:])
+        # autograd's own formulas: d(a * s)/da = g * s; d/ds = g * a, then sigmoid's backward
+        grad_value = grad * gate
+        grad_gate = torch.ops.aten.sigmoid_backward(grad * x[:, :half], gate)
+        return torch.cat((grad_value, grad_gate), dim=1)
+
+
+def glu(x: torch.Tensor) -> torch.Tensor:
+    """AttnGAN's GLU over channels: (B, 2C, ...) -> (B, C, ...), ``x[:, :C] * sigmoid(x[:, C:])``,
+    equal in values and gradients to :func:`attnfast.reference.glu` (bit for bit)."""
+    if not torch.is_tensor(x) or x.dim() < 2:
+        raise ValueError("glu expects a tensor (B, 2C, ...)")
+    if x.shape[1] % 2:
+        raise ValueError(f"glu: channel count must be even, got {x.shape[1]}")
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        half = x.shape[1] // 2
+        return x[:, :half] * torch.sigmoid(x[:, half:])
+    return _GLU.apply(x)
+
+
+# ------------------------------------------------------------------------------- sub-pixel shuffle
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.stride(1) == 1 and t.shape[1] > 1 and not t.is_contiguous()
+
+
+def _phase_view(phases: torch.Tensor) -> torch.Tensor:
+    """(B, 4C, H+1, W+1) seen as (B, C, H, 2, W, 2): element (n, c, i, a, j, b) is
+    phases[n, 4c + 2a + b, i + a, j + b] (the a/b axes step a channel and a row/column at once)."""
+    batch, channels4, hp, wp = phases.shape
+    s_b, s_c, s_h, s_w = phases.stride()
+    return phases.as_strided((batch, channels4 // 4, hp - 1, 2, wp - 1, 2),
+                             (s_b, 4 * s_c, s_h, 2 * s_c + s_h, s_w, s_c + s_w), phases.storage_offset())
+
+
+def _interleave(phases: torch.Tensor) -> torch.Tensor:
+    batch, channels4, hp, wp = phases.shape
+    channels, height, width = channels4 // 4, hp - 1, wp - 1
+    fmt = torch.channels_last if _is_channels_last(phases) else torch.contiguous_format
+    out = torch.empty((batch, channels, 2 * height, 2 * width), dtype=phases.dtype,
+                      device=phases.device, memory_format=fmt)
+    out.view(batch, channels, height, 2, width, 2).copy_(_phase_view(phases))
+    return out
+
+
+def _deinterleave(grid: torch.Tensor) -> torch.Tensor:
+    batch, channels, h2, w2 = grid.shape
+    height, width = h2 // 2, w2 // 2
+    fmt = torch.channels_last if _is_channels_last(grid) else torch.contiguous_format
+    phases = torch.empty((batch, 4 * channels, height + 1, width + 1), dtype=grid.dtype,
+                         device=grid.device, memory_format=fmt)
+    _phase_view(phases).copy_(grid.reshape(batch, channels, height, 2, width, 2))
+    # per phase (a, b) the forward reads rows a..a+H-1 and columns b..b+W-1: the rest is zero
+    s_b, s_c, s_h, s_w = phases.stride()
+    by_phase = phases.as_strided((batch, channels, 2, 2, height + 1, width + 1),
+                                 (s_b, 4 * s_c, 2 * s_c, s_c, s_h, s_w), phases.storage_offset())
+    by_phase[:, :, 0, :, height, :].zero_()
+    by_phase[:, :, 1, :, 0, :].zero_()
+    by_phase[:, :, :, 0, :, width].zero_()
+    by_phase[:, :, :, 1, :, 0].zero_()
+    return phases
+
+
+class _Interleave(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, phases):
+        return _interleave(phases)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _Deinterleave.apply(grad)
+
+
+class _Deinterleave(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grid):
+        return _deinterleave(grid)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _Interleave.apply(grad)
+
+
+def _check_phases(phases) -> None:
+    if not torch.is_tensor(phases) or phases.dim() != 4 or phases.shape[1] % 4 or min(phases.shape[2:]) < 2:
+        raise ValueError("subpixel_interleave expects phases (B, 4C, H+1, W+1) with H, W >= 1, got "
+                         f"{tuple(phases.shape) if torch.is_tensor(phases) else type(phases).__name__}")
+
+
+def subpixel_interleave(phases: torch.Tensor) -> torch.Tensor:
+    """The pixel shuffle of the sub-pixel conv: (B, 4C, H+1, W+1) -> (B, C, 2H, 2W).
+
+    Channel 4c + 2a + b of ``phases`` holds phase (a, b); output pixel (2i + a, 2j + b) =
+    phases[:, 4c + 2a + b, i + a, j + b]. Output in phases' memory format (NCHW or NHWC).
+    """
+    _check_phases(phases)
+    if not (phases.requires_grad and torch.is_grad_enabled()):
+        return _interleave(phases)
+    return _Interleave.apply(phases)
+
+
+def subpixel_deinterleave(grid: torch.Tensor) -> torch.Tensor:
+    """The adjoint of :func:`subpixel_interleave`: (B, C, 2H, 2W) -> (B, 4C, H+1, W+1), every
+    pixel at the phase position the interleave reads it from and zeros elsewhere."""
+    if not torch.is_tensor(grid) or grid.dim() != 4 or grid.shape[2] % 2 or grid.shape[3] % 2:
+        raise ValueError("subpixel_deinterleave expects (B, C, 2H, 2W), got "
+                         f"{tuple(grid.shape) if torch.is_tensor(grid) else type(grid).__name__}")
+    if not (grid.requires_grad and torch.is_grad_enabled()):
+        return _deinterleave(grid)
+    return _Deinterleave.apply(grid)

@@ -1,0 +1,60 @@
+"""Cheaper forms of the discriminators' score heads (issue 27), for their 4x4 codes.
+
+On a 2-core CPU the heads' tiny convolutions run far below the matmul rate (a 3x3 conv on 4x4 maps
+and a 4x4/stride-4 conv to one channel: ~10 GFLOP/s under oneDNN, its worst shapes). Two exact
+rewrites of the same math:
+
+- :func:`joint_conv3x3`: the conditional head's ``conv3x3(cat(h, sentence repeated over H x W))``
+  as ``conv3x3(h)`` plus the sentence's part computed once per tap (B x K x 9 products instead of
+  B x H x W x K x 9: the sentence is constant over space, so each output position adds the taps
+  that fall inside the zero padding's border);
+- :func:`logits_full_kernel`: a conv whose kernel covers the whole (stride = kernel = H = W) map, one
+  output position, as one matrix product.
+
+Both equal the convolutions in exact arithmetic (tests/test_heads.py: float64 values and
+gradients to 1e-12); in floating point they sum in another order. The discriminators use them
+under autocast only, where the results already carry bf16 rounding (attnfast.models.discriminator).
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["joint_conv3x3", "logits_full_kernel"]
+
+
+def _valid_taps(size: int, dtype, device) -> torch.Tensor:
+    """(size, 3): 1 where output row y reads input row y + i - 1 inside [0, size) (padding 1)."""
+    rows = torch.arange(size, device=device)[:, None] + torch.arange(3, device=device)[None, :] - 1
+    return ((rows >= 0) & (rows < size)).to(dtype)
+
+
+def joint_conv3x3(h: torch.Tensor, sentence: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv2d(cat(h, sentence[:, :, None, None].expand(-1, -1, H, W)), weight, padding=1)``.
+
+    h: (B, Ch, H, W); sentence: (B, E); weight: (K, Ch + E, 3, 3) (no bias). Returns (B, K, H, W)
+    in the conv's dtype (bf16 under autocast).
+    """
+    if h.dim() != 4 or sentence.dim() != 2 or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"joint_conv3x3 expects h (B, Ch, H, W), sentence (B, E), weight (K, Ch+E, 3, 3); "
+                         f"got {tuple(h.shape)}, {tuple(sentence.shape)}, {tuple(weight.shape)}")
+    channels = h.shape[1]
+    if weight.shape[1] != channels + sentence.shape[1] or sentence.shape[0] != h.shape[0]:
+        raise ValueError(f"joint_conv3x3: weight has {weight.shape[1]} input channels, h {channels} + "
+                         f"sentence {sentence.shape[1]}; batches {h.shape[0]} and {sentence.shape[0]}")
+    out = F.conv2d(h, weight[:, :channels], padding=1)                            # (B, K, H, W)
+    per_tap = weight[:, channels:].transpose(0, 1).reshape(sentence.shape[1], -1)   # (E, K*9)
+    taps = torch.matmul(sentence, per_tap).view(h.shape[0], weight.shape[0], 3, 3)  # (B, K, 3, 3)
+    rows = _valid_taps(h.shape[2], taps.dtype, h.device)                          # (H, 3)
+    cols = _valid_taps(h.shape[3], taps.dtype, h.device)                          # (W, 3)
+    # position (y, x) adds tap (i, j) where both fall inside the map: sum_ij rows[y,i] taps[..,i,j] cols[x,j]
+    border = torch.matmul(torch.matmul(rows, taps), cols.t())                     # (B, K, H, W)
+    return out + border
+
+
+def logits_full_kernel(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(h, weight, bias, stride=kernel)`` for a kernel the size of the map: (B, C, k, k)
+    with weight (O, C, k, k) -> (B, O, 1, 1), as one ``F.linear``."""
+    if h.dim() != 4 or weight.dim() != 4 or tuple(h.shape[1:]) != tuple(weight.shape[1:]):
+        raise ValueError(f"logits_full_kernel expects h (B, C, k, k) and weight (O, C, k, k) of the same "
+                         f"(C, k, k); got {tuple(h.shape)} and {tuple(weight.shape)}")
+    out = F.linear(h.flatten(1), weight.flatten(1), bias)                         # (B, O)
+    return out.view(h.shape[0], weight.shape[0], 1, 1)
