@@ -2,8 +2,8 @@
 folders, the vocabulary, image grids."""
 from .grid import make_grid_image, save_image_grid, to_uint8_images
 from .shapes import (
-    BACKGROUNDS, COLOURS, GRIDS, MAX_CAPTION_WORDS, NUM_CLASSES, POSITIONS, SHAPES, SIZES, Scene,
-    ShapeObject, ShapesDataset, class_id_of, collate_shapes, make_captions, object_mask_for_word,
+    BACKGROUNDS, COLOURS, GRIDS, MAX_CAPTION_WORDS, NUM_CLASSES, POSITIONS, SHAPES, SIZES, WORD_CLASSES,
+    Scene, ShapeObject, ShapesDataset, caption_word_objects, class_id_of, collate_shapes, make_captions, object_mask_for_word,
     grid_positions, parse_background, parse_caption, render_scene, sample_scene, shapes_vocabulary,
     to_tensor,
 )
@@ -15,6 +15,7 @@ from .safe_pickle import UnsafePickleError, load_pickle
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "GRIDS", "grid_positions", "MAX_CAPTION_WORDS", "NUM_CLASSES", "POSITIONS", "SHAPES", "SIZES",
+    "WORD_CLASSES", "caption_word_objects",
     "Scene", "ShapeObject", "ShapesDataset", "class_id_of", "collate_shapes", "make_captions",
     "object_mask_for_word", "parse_background", "parse_caption", "render_scene", "sample_scene",
     "shapes_vocabulary", "to_tensor", "make_grid_image", "save_image_grid", "to_uint8_images",

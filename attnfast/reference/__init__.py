@@ -2,6 +2,7 @@
 the CPU fallback. Nothing here knows about kernels or backends."""
 from .attention import (MASK_MODES, expand_word_mask, global_attention_general_original,
                         word_region_attention)
+from .attention_grounding import attention_grounding_loss, region_attention
 from .blocks import (BatchNormParams, batch_norm, bn_glu, glu, res_block, subpixel_weight,
                      up_block, up_conv_subpixel)
 from .colour_consistency import colour_consistency_loss, colour_statistics
