@@ -43,6 +43,7 @@ DEFAULTS: dict = {
         "b_jcu": True,             # unconditional D heads as well (cfg.GAN.B_DCGAN false)
         "image_encoder": "small",  # small | inception
         "small_encoder_width": 64, # base width (ndf) of the small image encoder
+        "small_encoder_regions": 8,  # side of the small image encoder's region grid (DAMSM's words attend over it)
         "inception_weights": None, # local path to torchvision's inception_v3 ImageNet weights
         "mask_mode": "correct",    # correct | attngan
     },
@@ -79,6 +80,9 @@ DEFAULTS: dict = {
         "g_betas": None,           # Adam betas of G (TTUR); null = gan.betas
         "d_betas": None,           # Adam betas of every D; null = gan.betas
         "mode_seeking": 0.0,       # MSGAN's mode-seeking weight on G (0 = off)
+        # attnfast's option (issue 29): weight of KL(DAMSM word->region attention on the fake || G's
+        # word attention) at every attentional stage (0 = off; attnfast/reference/attention_grounding.py)
+        "attention_grounding": 0.0,
     },
     "style": {                     # style encoder S inverting G (GAN-INT-CLS), --stage style
         "batch_size": 32,

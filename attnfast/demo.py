@@ -78,7 +78,14 @@ def main(argv=None) -> int:
     samples = sample_to_files(report["gan"]["checkpoint"], captions, out / "samples_demo", n=4, batch=16,
                      attention=True, device=device)
     report["samples"] = samples
+    from attnfast.metrics.grounding import format_table
+    from attnfast.metrics.grounding_figure import save_grounding_figures
+    report["grounding_figures"] = save_grounding_figures(report["gan"]["checkpoint"], captions, out / "grounding",
+                                                         device=device)
     print(json.dumps(report["eval"], indent=2))
+    if "grounding" in report["eval"]:
+        print("\n== attention grounding: the pointing game per word class ==")
+        print(format_table(report["eval"]["grounding"]))
     report["seconds"] = time.perf_counter() - started
     (out / "demo_report.json").write_text(json.dumps(report, indent=2))
     print("\n== files ==")
@@ -86,6 +93,7 @@ def main(argv=None) -> int:
     print(f"training logs:    {out / 'damsm_log.jsonl'}, {out / 'gan_log.jsonl'}")
     print(f"progress grids:   {out / 'samples'}/step_*.png")
     print(f"samples:          {samples['out']}/*.png (attention figures: *_attention.png)")
+    print(f"grounding:        {out / 'grounding'}/*_grounding.png (DAMSM's map on a real image over G's)")
     print(f"evaluation:       {out / 'eval.json'}")
     print(f"report:           {out / 'demo_report.json'}  ({report['seconds']:.0f} s in all)")
     return 0

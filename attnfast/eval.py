@@ -3,6 +3,7 @@
 Examples:
     python -m attnfast.eval --checkpoint runs/shapes/gan.pt     # the shapes metrics (--shapes)
     python -m attnfast.eval --diversity --checkpoint runs/shapes/gan.pt --diversity-n 16
+    python -m attnfast.eval --grounding --checkpoint runs/shapes/damsm.pt     # or gan.pt
     python -m attnfast.eval --r-precision --random-init --num-images 200       # smoke run
     python -m attnfast.eval --r-precision --checkpoint runs/shapes/damsm.pt
     python -m attnfast.eval --r-precision --checkpoint runs/shapes/gan.pt --images generated --folds 10
@@ -163,6 +164,30 @@ def run_shapes(args: argparse.Namespace, ctx: Context) -> dict:
     return evaluate_checkpoint(args.checkpoint, None, ctx.device, num_images=args.num_images,
                                batch=args.batch_size, seed=args.seed, r_runs=args.runs,
                                diversity_captions=args.diversity_captions, diversity_n=args.diversity_n)
+
+
+def run_grounding(args: argparse.Namespace, ctx: Context) -> dict:
+    """The pointing game per word class: the DAMSM's word->region attention on real test images (any
+    checkpoint with encoders), and for a GAN checkpoint also on its generated images and the
+    generator's word attention at every attentional stage."""
+    from attnfast.metrics import grounding
+    from attnfast.metrics.shapes_eval import damsm_pointing, generate_for_dataset, grounding_report
+    dataset, batch = _shapes_test_set(args, ctx.config)
+    scenes = [dataset.get_scene(i) for i in range(len(dataset))]
+    if ctx.state is not None and "netG_ema" in ctx.state:
+        stages, attention, captions, lens = generate_for_dataset(
+            _generator(ctx, "--grounding"), ctx.text_encoder, dataset, ctx.config["dataset"]["words_num"],
+            ctx.config["model"]["z_dim"], args.batch_size, args.seed, ctx.device, all_stages=True)
+        report = grounding_report(ctx.image_encoder, ctx.text_encoder, stages[-1], attention, captions, lens,
+                                  ctx.vocab, ctx.config, dataset, scenes, ctx.device, args.batch_size)
+        print(grounding.format_table(report), file=sys.stderr)
+        return report
+    tokens = [ctx.vocab.decode(row[:n]).split() for row, n in zip(batch["captions"], batch["cap_lens"].tolist(),
+                                                                          strict=True)]
+    return {name: damsm_pointing(ctx.image_encoder, ctx.text_encoder, batch["images"][-1], batch["captions"],
+                                 batch["cap_lens"], tokens, scenes, ctx.config, ctx.device, args.batch_size,
+                                 word_softmax)
+            for name, word_softmax in (("damsm_real", True), ("damsm_real_without_eq8", False))}
 
 
 # ------------------------------------------------------------------ diversity
@@ -351,6 +376,10 @@ METRICS: dict[str, Metric] = {
     "shapes": Metric("--shapes", "text-image faithfulness of a GAN checkpoint on shapes: attribute "
                      "accuracy, attention pointing game, R-precision of generated images, diversity "
                      "(the default for a GAN checkpoint)", lambda parser: None, run_shapes),
+    "grounding": Metric("--grounding", "attention grounding on shapes: the pointing game per word class "
+                        "(colour, shape, size, position) of the DAMSM's word->region attention on real "
+                        "images and, for a GAN checkpoint, on generated images and of the generator's "
+                        "attention at every stage", lambda parser: None, run_grounding),
     "diversity": Metric("--diversity", "diversity of a GAN checkpoint on shapes: mean pairwise distance "
                         "(attribute classifier features) of N samples per caption over that of N real "
                         "renderings; 1.0 as varied as the data, 0 one image per caption",

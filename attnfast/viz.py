@@ -32,21 +32,21 @@ def overlay_attention(image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
 
 
 def attention_figure(stage_images: list[torch.Tensor], stage_attn: list[torch.Tensor],
-                     words: list[str], tile: int = 128) -> Image.Image:
+                     words: list[str], tile: int = 128, row_labels: list[str] | None = None) -> Image.Image:
     """One caption's figure.
 
     stage_images: per attentional stage, the image (3, H, W) it produced; stage_attn: per such
     stage, the attention (T, h, w) over its input regions; words: the caption's T words.
-    Rows are stages; the first tile of a row is the image, then one tile per word.
+    Rows are stages; the first tile of a row is the image (labelled ``row_labels[k]``, by default
+    "stage {side}px"), then one tile per word.
     """
     rows = []
-    for image, attn in zip(stage_images, stage_attn, strict=True):
-        side = image.shape[-1]
+    labels = row_labels or [f"stage {image.shape[-1]}px" for image in stage_images]
+    for image, attn, label in zip(stage_images, stage_attn, labels, strict=True):
         image = F.interpolate(image[None].float(), size=(tile, tile), mode="bilinear",
                               align_corners=False)[0]
         tiles = [image] + [overlay_attention(image, attn[t]) for t in range(len(words))]
-        rows.append(make_grid_image(torch.stack(tiles), ncol=len(tiles),
-                                    captions=[f"stage {side}px"] + list(words)))
+        rows.append(make_grid_image(torch.stack(tiles), ncol=len(tiles), captions=[label] + list(words)))
     width = max(r.width for r in rows)
     canvas = Image.new("RGB", (width, sum(r.height for r in rows)), (255, 255, 255))
     y = 0

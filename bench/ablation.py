@@ -35,6 +35,9 @@ ROWS = {
     "ttur": ["gan.g_lr=0.0002", "gan.d_lr=0.0004", "gan.g_betas=[0.0,0.9]", "gan.d_betas=[0.0,0.9]"],
     "mode_seeking": ["gan.mode_seeking=1.0"],
     "projection": ["gan.projection=true"],
+    # issue 29: G's word attention pulled towards the DAMSM's region attention without Eq. 8
+    "attention_grounding": ["gan.attention_grounding=1.0"],
+    "attention_grounding_4": ["gan.attention_grounding=4.0"],
 }
 
 
@@ -94,10 +97,15 @@ def summary_of(report: dict) -> dict:
     out["pointing_game"] = (report.get("pointing_game") or {}).get("pointing_accuracy")
     out["r_precision"] = (report.get("r_precision") or {}).get("mean")
     out["diversity"] = (report.get("diversity") or {}).get("ratio")
+    stages = (report.get("grounding") or {}).get("generator") or {}
+    last = stages[max(stages, key=lambda name: int(name.split("_")[-1]))] if stages else {}
+    for word_class in ("colour", "shape"):
+        out[f"g_pointing_{word_class}"] = (last.get(word_class) or {}).get("pointing_accuracy")
     return out
 
 
-METRICS = ("colour", "size", "shape", "object", "pointing_game", "r_precision", "diversity")
+METRICS = ("colour", "size", "shape", "object", "pointing_game", "r_precision", "diversity",
+           "g_pointing_colour", "g_pointing_shape")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -106,8 +114,9 @@ def markdown_table(rows: list[dict]) -> str:
     by_name: dict = {}
     for row in rows:
         by_name.setdefault(row["row"], []).append(row)
-    lines = ["| row | overrides | seeds | GAN steps | colour | size | shape | object | pointing | R-prec | diversity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| row | overrides | seeds | GAN steps | colour | size | shape | object | pointing | R-prec | diversity "
+              "| G ptg colour | G ptg shape |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, group in by_name.items():
         def mean(key, group=group):  # bound: a closure over the loop variable
             values = [r[key] for r in group if r.get(key) is not None]

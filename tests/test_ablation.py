@@ -28,11 +28,16 @@ def test_every_named_row_is_a_valid_config():
 def test_summary_and_table():
     report = {"attribute_accuracy": {"colour": 1.0, "size": 0.9, "shape": 0.5, "object": 0.45},
               "pointing_game": {"pointing_accuracy": 0.7}, "r_precision": {"mean": 0.6},
-              "diversity": {"ratio": 1.25}}
+              "diversity": {"ratio": 1.25},
+              "grounding": {"generator": {"stage_16": {"colour": {"pointing_accuracy": 0.1}},
+                                          "stage_32": {"colour": {"pointing_accuracy": 0.9},
+                                                       "shape": {"pointing_accuracy": 0.8}}}}}
     summary = ablation.summary_of(report)
     assert summary == {"colour": 1.0, "size": 0.9, "shape": 0.5, "object": 0.45, "pointing_game": 0.7,
-                       "r_precision": 0.6, "diversity": 1.25}
+                       "r_precision": 0.6, "diversity": 1.25, "g_pointing_colour": 0.9, "g_pointing_shape": 0.8}
+    assert ablation.summary_of({"attribute_accuracy": {}})["g_pointing_shape"] is None
     rows = [{"row": "a", "seed": 0, "overrides": [], "steps": 10, **summary},
             {"row": "a", "seed": 1, "overrides": [], "steps": 12, **dict(summary, shape=0.3)}]
     table = ablation.markdown_table(rows).splitlines()
-    assert table[2] == "| a | (demo recipe) | 0,1 | 10/12 | 100.0 | 90.0 | 40.0 | 45.0 | 70.0 | 60.0 | 1.25 |"
+    assert table[2] == ("| a | (demo recipe) | 0,1 | 10/12 | 100.0 | 90.0 | 40.0 | 45.0 | 70.0 | 60.0 | 1.25 "
+                        "| 90.0 | 80.0 |")

@@ -132,6 +132,7 @@ def test_sample_cli_interpolation_errors(tmp_path, gan_checkpoint, capsys):
 @pytest.mark.parametrize("options, term", [
     (("gan.int_weight=1.0",), "g_int"),
     (("gan.colour_consistency=50.0",), "colour"),
+    (("gan.attention_grounding=1.0",), "grounding"),
 ])
 def test_gan_extra_terms_enter_the_generator_loss(tmp_path, damsm_checkpoint, options, term):
     trainer = GANTrainer(tiny_config(*options), tmp_path, CPU, damsm_checkpoint)
@@ -146,13 +147,14 @@ def test_gan_extra_terms_enter_the_generator_loss(tmp_path, damsm_checkpoint, op
 def test_gan_with_options_off_computes_no_extra_terms(tmp_path, damsm_checkpoint):
     trainer = GANTrainer(tiny_config(), tmp_path, CPU, damsm_checkpoint)
     losses = trainer.train_step(next(trainer.batches()))
-    assert not {"g_int", "colour", "vlm", "vvm"} & set(losses)
+    assert not {"g_int", "colour", "grounding", "vlm", "vvm"} & set(losses)
 
 
 def test_gan_resume_is_exact_with_the_extra_terms_on(tmp_path, damsm_checkpoint):
     from attnfast.engine import checkpoint as ckpt
     from attnfast.trainer.gan import train_gan
-    config = tiny_config("dataset.train_size=8", "gan.int_weight=1.0", "gan.colour_consistency=5.0")
+    config = tiny_config("dataset.train_size=8", "gan.int_weight=1.0", "gan.colour_consistency=5.0",
+                         "gan.attention_grounding=1.0")
     train_gan(config, tmp_path / "full", CPU, damsm_checkpoint, steps=3, progress=False)
     train_gan(config, tmp_path / "half", CPU, damsm_checkpoint, steps=2, progress=False)
     train_gan(config, tmp_path / "half", CPU, None, resume=tmp_path / "half" / "gan.pt", steps=3, progress=False)
@@ -166,6 +168,8 @@ def test_gan_resume_is_exact_with_the_extra_terms_on(tmp_path, damsm_checkpoint)
     (("gan.colour_consistency=1.0", "model.branch_num=1"), "needs model.branch_num >= 2"),
     (("gan.int_beta=2",), "gan.int_beta must lie in"),
     (("gan.int_weight=-1",), "gan.int_weight must be >= 0"),
+    (("gan.attention_grounding=-1",), "gan.attention_grounding must be >= 0"),
+    (("gan.attention_grounding=1.0", "model.branch_num=1"), "needs model.branch_num >= 2"),
 ])
 def test_gan_extra_terms_bad_options(tmp_path, damsm_checkpoint, options, message):
     with pytest.raises(ValueError, match=message):

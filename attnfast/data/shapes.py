@@ -37,10 +37,12 @@ __all__ = [
     "POSITIONS",
     "SHAPES",
     "SIZES",
+    "WORD_CLASSES",
     "Scene",
     "ShapeObject",
     "ShapesDataset",
     "background_weights",
+    "caption_word_objects",
     "class_id_of",
     "collate_shapes",
     "grid_positions",
@@ -710,4 +712,49 @@ def object_mask_for_word(scene: Scene, word: str, resolution: int | None = None)
         if word in (o.shape, o.colour):
             out |= o.mask if o.resolution == r else ShapeObject(
                 o.shape, o.colour, o.size, o.cell, r, o.grid).mask
+    return out
+
+
+WORD_CLASSES = ("colour", "shape", "size", "position")
+
+
+def caption_word_objects(tokens: list[str], scene: Scene) -> list[tuple[int, str, tuple[int, ...]]]:
+    """Which object of ``scene`` each grounded word of a caption names.
+
+    tokens: the caption's words in order (as the text encoder saw them, possibly truncated).
+    Returns ``(t, word_class, objects)`` for every token t that is a colour, shape or size word of
+    an object or a position word, ``word_class`` one of :data:`WORD_CLASSES` and ``objects`` the
+    indices into ``scene.objects`` it names (more than one only for identical objects). A run of
+    consecutive colour/size/shape words names the objects that have all of them; a position
+    ("top left", "center") names the object in that cell. Words that name no object of the scene
+    (the background's colour, function words, a truncated run that matches nothing) are left out.
+    """
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    words = [t.lower() for t in tokens]
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in _POSITION_WORDS:
+            span = 1
+            if w in _VERTICAL and i + 1 < len(words) and words[i + 1] in _HORIZONTAL:
+                span = 2
+            position = " ".join(words[i:i + span])
+            hits = tuple(k for k, o in enumerate(scene.objects) if o.position == position)
+            if hits:
+                out.extend((i + s, "position", hits) for s in range(span))
+            i += span
+        elif w in _NOUN_WORDS:
+            start = i
+            while i < len(words) and words[i] in _NOUN_WORDS:
+                i += 1
+                if words[i - 1] in _SHAPE_IX:
+                    break
+            run = words[start:i]
+            hits = tuple(k for k, o in enumerate(scene.objects)
+                         if all(x in (o.shape, o.colour, o.size) for x in run))
+            if hits:
+                out.extend((start + s, "shape" if x in _SHAPE_IX else "size" if x in _SIZE_IX
+                            else "colour", hits) for s, x in enumerate(run))
+        else:
+            i += 1
     return out

@@ -47,7 +47,8 @@ def build_image_encoder(config: dict):
     kind = model["image_encoder"]
     if kind == "inception":
         return image_encoder(kind, nef=model["embedding_dim"], weights_path=model["inception_weights"])
-    return image_encoder(kind, nef=model["embedding_dim"], ndf=model["small_encoder_width"])
+    return image_encoder(kind, nef=model["embedding_dim"], ndf=model["small_encoder_width"],
+                         regions=model["small_encoder_regions"])
 
 
 def build_generator(config: dict):

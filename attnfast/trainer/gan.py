@@ -99,6 +99,7 @@ class GANTrainer(common.StepLoop):
                                                   progress=self.is_main)
         self._fixed = None
         self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
+        self._step_attention = None
         # fp32 keeps the per-caption encoding (bit-identical results); autocast batches the misses
         self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"],
                                                 batched=amp != "off")
@@ -183,7 +184,8 @@ class GANTrainer(common.StepLoop):
         inputs = self.step_inputs(batch)
         noise = self.draw_noise(inputs["captions"].shape[0])
         fakes, mu, logvar, losses = self.d_step(inputs, noise, check=True)
-        losses = self.g_step(inputs, noise, fakes, mu, logvar, losses, check=True)
+        losses = self.g_step(inputs, noise, fakes, mu, logvar, losses, check=True,
+                             att_maps=self._step_attention)
         self.ema.update(self.netG)
         return {k: v.detach() for k, v in losses.items()}
 
@@ -197,7 +199,9 @@ class GANTrainer(common.StepLoop):
         # several ranks: CA's noise too is the global batch's, sliced (else every rank drew the same)
         eps = self.draw_noise(size, width=self.config["model"]["condition_dim"]) if self.dist.enabled else None
         with self.autocast():
-            fakes, _, mu, logvar = self.netG(noise, sentence, words, mask, eps=eps)
+            fakes, att_maps, mu, logvar = self.netG(noise, sentence, words, mask, eps=eps)
+        # G's attention of this step, read by g_step's attention-grounding term (eager path only)
+        self._step_attention = att_maps if self.extras.grounding > 0 else None
 
         losses = {}
         options = self.options
@@ -226,7 +230,8 @@ class GANTrainer(common.StepLoop):
             self.scaler.step(optD)
         return fakes, mu, logvar, losses
 
-    def g_step(self, inputs: dict, noise, fakes, mu, logvar, losses: dict, check: bool = True) -> dict:
+    def g_step(self, inputs: dict, noise, fakes, mu, logvar, losses: dict, check: bool = True,
+               att_maps=None) -> dict:
         """G's update against the (updated) discriminators plus DAMSM and KL terms; returns ``losses``
         with the G terms added. The words loss is ops.damsm_scores + the matching cross-entropies
         (ops.words_loss without its attention maps, which training never reads)."""
@@ -256,7 +261,7 @@ class GANTrainer(common.StepLoop):
             losses["mode_seeking"] = self.options.mode_seeking * self._mode_seeking(noise, fakes, inputs)
             errG = errG + losses["mode_seeking"]
         extra = self.extras.terms(self, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
-                                  regions, image_code)
+                                  regions, image_code, att_maps)
         for name, value in extra.items():
             losses[name] = value
             errG = errG + value

@@ -9,6 +9,9 @@ bit-identical to plain AttnGAN):
   count as real, as the paper's L_G term E[log D(G(z, beta t1 + (1 - beta) t2))].
 - ``gan.colour_consistency`` (StackGAN++): alpha * the colour-consistency loss between consecutive
   stages' outputs (attnfast/reference/colour_consistency.py), lambdas ``gan.colour_lambdas``.
+- ``gan.attention_grounding`` (attnfast, issue 29): the weight of KL(q_t || g_t) between the DAMSM's
+  region attention of each word on the generated image (detached; Eq. 9 without Eq. 8) and the
+  generator's word attention, at every attentional stage (attnfast/reference/attention_grounding.py).
 - ``vlm.lambda_vlm`` / ``vlm.lambda_vvm`` (VLMGAN): lambda2 * L_VLM (text-visual) and lambda1 * L_VVM
   (visual-visual) with the pretrained matching block of ``vlm.checkpoint`` (attnfast/models/vlmgan.py).
 """
@@ -17,7 +20,7 @@ import torch
 from attnfast.interpolate import paired_with_next
 from attnfast.models.build import load_matching_block
 from attnfast.models.vlmgan import vlm_losses, vvm_losses
-from attnfast.reference import generator_adv_loss_from_logits
+from attnfast.reference import attention_grounding_loss, generator_adv_loss_from_logits, region_attention
 from attnfast.reference.colour_consistency import colour_consistency_loss
 
 
@@ -29,9 +32,11 @@ class GeneratorExtras:
         self.damsm = config["damsm"]
         self.int_weight, self.int_beta = float(gan["int_weight"]), float(gan["int_beta"])
         self.colour = float(gan["colour_consistency"])
+        self.grounding = float(gan["attention_grounding"])
         self.colour_lambdas = tuple(float(v) for v in gan["colour_lambdas"])
         self.lambda_vlm, self.lambda_vvm = float(vlm["lambda_vlm"]), float(vlm["lambda_vvm"])
         for name, value in (("gan.int_weight", self.int_weight), ("gan.colour_consistency", self.colour),
+                            ("gan.attention_grounding", self.grounding),
                             ("vlm.lambda_vlm", self.lambda_vlm), ("vlm.lambda_vvm", self.lambda_vvm)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -39,6 +44,8 @@ class GeneratorExtras:
             raise ValueError(f"gan.int_beta must lie in [0, 1], got {self.int_beta}")
         if self.colour > 0 and config["model"]["branch_num"] < 2:
             raise ValueError("gan.colour_consistency > 0 needs model.branch_num >= 2 (it compares stages)")
+        if self.grounding > 0 and config["model"]["branch_num"] < 2:
+            raise ValueError("gan.attention_grounding > 0 needs model.branch_num >= 2 (a stage with word attention)")
         self.msb = None
         if self.lambda_vlm > 0 or self.lambda_vvm > 0:
             if not vlm["checkpoint"]:
@@ -47,13 +54,18 @@ class GeneratorExtras:
             self.msb, _ = load_matching_block(vlm["checkpoint"], device, text_encoder)
 
     def terms(self, trainer, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
-              fake_regions, fake_code) -> dict:
+              fake_regions, fake_code, att_maps=None) -> dict:
         """The weighted extra G terms (scalars) to add to errG; {} when all are off.
 
         noise (B, z_dim); fakes / reals: per-stage image lists; words (B, E, T), sentence (B, E),
-        mask (B, T); fake_regions (B, E, h, w), fake_code (B, E): the image encoder on fakes[-1].
+        mask (B, T); fake_regions (B, E, h, w), fake_code (B, E): the image encoder on fakes[-1];
+        att_maps: G's word attention of each attentional stage (B, T, h, w) (for attention_grounding).
         """
         out = {}
+        if self.grounding > 0:
+            if not att_maps:
+                raise ValueError("gan.attention_grounding > 0 needs the generator's attention maps")
+            out["grounding"] = self.grounding * self._grounding(fake_regions, words, cap_lens, att_maps)
         if self.int_weight > 0:
             out["g_int"] = self.int_weight * self._gan_int(trainer, noise, words, sentence, mask)
         if self.colour > 0:
@@ -70,6 +82,14 @@ class GeneratorExtras:
                                words, sentence, mask, class_ids, *gammas)
             out["vvm"] = self.lambda_vvm * sum(parts.values())
         return out
+
+    def _grounding(self, fake_regions, words, cap_lens, att_maps):
+        size, _, height, width = fake_regions.shape
+        lens = torch.as_tensor(cap_lens, device=fake_regions.device)
+        teacher = region_attention(fake_regions.detach().flatten(2), words.detach(), lens,
+                                   self.damsm["gamma1"]).view(size, -1, height, width)
+        losses = [attention_grounding_loss(att, teacher, lens) for att in att_maps]
+        return sum(losses) / len(losses)
 
     def _gan_int(self, trainer, noise, words, sentence, mask):
         sent_i, words_i, mask_i = paired_with_next(sentence, words, mask, self.int_beta)
