@@ -34,9 +34,8 @@ def test_demo_and_train_default_to_the_devices_native_mixed_precision(monkeypatc
 
     import torch
 
-    from attnfast import demo, train
+    from attnfast import demo, pipeline, train
     from attnfast.engine import amp as amp_lib
-    from attnfast.trainer import pipeline
     assert train.build_parser().parse_args(argv).amp == expected
     seen = {}
 
