@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from attnfast.data import WORD_CLASSES, caption_word_objects, object_mask_for_word
 from attnfast.reference.attention_grounding import region_attention
-from attnfast.reference.damsm import func_attention
+from attnfast.reference.damsm import matched_attention
 
 DEFAULT_COVERAGE = 0.5
 
@@ -120,19 +120,14 @@ def damsm_word_attention(regions: torch.Tensor, words: torch.Tensor, cap_lens, g
     ``word_softmax=False`` leaves Eq. 8 out (the region attention the attention-grounding term
     teaches, :func:`attnfast.reference.attention_grounding.region_attention`).
     Returns a list of N float32 tensors (cap_len_i, h, w)."""
-    lens = [int(n) for n in (cap_lens.tolist() if torch.is_tensor(cap_lens) else cap_lens)]
-    if regions.shape[0] != words.shape[0] or len(lens) != regions.shape[0]:
+    lens = torch.as_tensor(cap_lens).reshape(-1).to(torch.long)
+    if regions.shape[0] != words.shape[0] or lens.shape[0] != regions.shape[0]:
         raise ValueError(f"regions {tuple(regions.shape)}, words {tuple(words.shape)} and "
-                         f"{len(lens)} cap_lens must have the same batch size")
-    out = []
-    for i, n in enumerate(lens):
-        if word_softmax:
-            _, attn = func_attention(words[i:i + 1, :, :n].float(), regions[i:i + 1].float(), gamma1)
-        else:
-            attn = region_attention(regions[i:i + 1].float().flatten(2), words[i:i + 1, :, :n].float(),
-                                    torch.tensor([n]), gamma1).view(1, n, *regions.shape[-2:])
-        out.append(attn[0].cpu())
-    return out
+                         f"{lens.shape[0]} cap_lens must have the same batch size")
+    flat, words = regions.float().flatten(2), words.float()
+    attend = matched_attention if word_softmax else region_attention
+    attn = attend(flat, words, lens.to(regions.device), gamma1).view(*words.shape[::2], *regions.shape[-2:])
+    return [attn[i, :n].cpu() for i, n in enumerate(lens.tolist())]
 
 
 def format_table(report: dict) -> str:

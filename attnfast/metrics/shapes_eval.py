@@ -123,10 +123,10 @@ def grounding_report(image_encoder, text_encoder, fakes, stage_attention, captio
     """
     tokens = [vocab.decode(row[:n]).split() for row, n in zip(captions, lens.tolist(), strict=True)]
     real = torch.stack([dataset[i]["images"][-1] for i in range(len(scenes))])
-    out = {name: damsm_pointing(image_encoder, text_encoder, images, captions, lens, tokens, scenes, config,
-                                device, batch, word_softmax)
-           for name, images, word_softmax in (("damsm_real", real, True), ("damsm_real_without_eq8", real, False),
-                                              ("damsm_generated", fakes, True))}
+    out = damsm_pointing(image_encoder, text_encoder, real, captions, lens, tokens, scenes, config, device, batch,
+                         {"damsm_real": True, "damsm_real_without_eq8": False})
+    out.update(damsm_pointing(image_encoder, text_encoder, fakes, captions, lens, tokens, scenes, config, device,
+                              batch, {"damsm_generated": True}))
     out["generator"] = {f"stage_{att.shape[-1]}": grounding.pointing_by_class(att, tokens, scenes)
                         for att in stage_attention}
     return out
@@ -134,26 +134,22 @@ def grounding_report(image_encoder, text_encoder, fakes, stage_attention, captio
 
 @torch.no_grad()
 def damsm_pointing(image_encoder, text_encoder, images, captions, lens, tokens, scenes, config, device,
-                   batch: int = 50, word_softmax: bool = True) -> dict:
+                   batch: int = 50, modes: dict | None = None) -> dict:
     """:func:`attnfast.metrics.grounding.pointing_by_class` of the DAMSM's word->region attention on
-    ``images`` (N, 3, S, S) in [-1, 1] with ``captions`` (N, T) / ``lens`` (N,) (``tokens`` their
-    words), resized to the encoder's ``damsm.image_size``; ``word_softmax=False``: without Eq. 8."""
-    size = config["damsm"]["image_size"]
-    maps = []
+    ``images`` (N, 3, S, S) in [-1, 1] (the encoder resizes them itself) with ``captions`` (N, T) /
+    ``lens`` (N,) (``tokens`` their words), once per entry of ``modes`` (name -> word_softmax; default
+    ``{"damsm": True}``; False: without Eq. 8), from one pass of the encoders. Returns name -> result."""
+    modes = modes or {"damsm": True}
+    maps = {name: [] for name in modes}
     for start in range(0, images.shape[0], batch):
         stop = start + batch
-        regions, _ = image_encoder(_to_encoder_size(images[start:stop], size).to(device))
+        regions, _ = image_encoder(images[start:stop].to(device))
         words, _ = encode_text(text_encoder, captions[start:stop].to(device), lens[start:stop],
                                config["dataset"]["words_num"])
-        maps += grounding.damsm_word_attention(regions, words, lens[start:stop], config["damsm"]["gamma1"],
-                                               word_softmax)
-    return grounding.pointing_by_class(maps, tokens, scenes)
-
-
-def _to_encoder_size(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        for name, word_softmax in modes.items():
+            maps[name] += grounding.damsm_word_attention(regions, words, lens[start:stop],
+                                                         config["damsm"]["gamma1"], word_softmax)
+    return {name: grounding.pointing_by_class(found, tokens, scenes) for name, found in maps.items()}
 
 
 @torch.no_grad()

@@ -99,7 +99,6 @@ class GANTrainer(common.StepLoop):
                                                   progress=self.is_main)
         self._fixed = None
         self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
-        self._step_attention = None
         # fp32 keeps the per-caption encoding (bit-identical results); autocast batches the misses
         self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"],
                                                 batched=amp != "off")
@@ -183,16 +182,16 @@ class GANTrainer(common.StepLoop):
         """The step op by op, each loss checked before its optimiser step (the original's order)."""
         inputs = self.step_inputs(batch)
         noise = self.draw_noise(inputs["captions"].shape[0])
-        fakes, mu, logvar, losses = self.d_step(inputs, noise, check=True)
-        losses = self.g_step(inputs, noise, fakes, mu, logvar, losses, check=True,
-                             att_maps=self._step_attention)
+        fakes, att_maps, mu, logvar, losses = self.d_step(inputs, noise, check=True)
+        losses = self.g_step(inputs, noise, fakes, mu, logvar, losses, check=True, att_maps=att_maps)
         self.ema.update(self.netG)
         return {k: v.detach() for k, v in losses.items()}
 
     def d_step(self, inputs: dict, noise: torch.Tensor, check: bool = True):
         """G's forward and one update of every D (on the detached fakes). ``check`` reads the
         losses back before each optimiser step (host sync); the CUDA-graph path passes False and
-        checks flags every N steps instead. Returns fakes, mu, logvar and the D losses."""
+        checks flags every N steps instead. Returns fakes, G's word attention of each attentional
+        stage, mu, logvar and the D losses."""
         reals, (words, sentence, mask) = inputs["reals"], inputs["text"]
         size = noise.shape[0]
         self.netG.train()
@@ -200,8 +199,6 @@ class GANTrainer(common.StepLoop):
         eps = self.draw_noise(size, width=self.config["model"]["condition_dim"]) if self.dist.enabled else None
         with self.autocast():
             fakes, att_maps, mu, logvar = self.netG(noise, sentence, words, mask, eps=eps)
-        # G's attention of this step, read by g_step's attention-grounding term (eager path only)
-        self._step_attention = att_maps if self.extras.grounding > 0 else None
 
         losses = {}
         options = self.options
@@ -228,7 +225,7 @@ class GANTrainer(common.StepLoop):
             self.scaler.scale(errD).backward()
             distributed.average_gradients(netD.parameters(), self.dist)
             self.scaler.step(optD)
-        return fakes, mu, logvar, losses
+        return fakes, att_maps, mu, logvar, losses
 
     def g_step(self, inputs: dict, noise, fakes, mu, logvar, losses: dict, check: bool = True,
                att_maps=None) -> dict:

@@ -176,7 +176,7 @@ class GraphedGANStep:
             text = trainer._text(st["captions"], st["cap_lens"], packed=False)
         inputs = {"captions": st["captions"], "cap_lens": st["cap_lens"], "class_ids": st["class_ids"],
                   "reals": st["reals"], "text": text}
-        fakes, mu, logvar, losses = trainer.d_step(inputs, noise, check=False)
+        fakes, _, mu, logvar, losses = trainer.d_step(inputs, noise, check=False)
         self._held = (inputs, noise, fakes, mu, logvar, losses)
 
     def _g_half(self) -> None:
