@@ -83,6 +83,9 @@ DEFAULTS: dict = {
         # attnfast's option (issue 29): weight of KL(DAMSM word->region attention on the fake || G's
         # word attention) at every attentional stage (0 = off; attnfast/reference/attention_grounding.py)
         "attention_grounding": 0.0,
+        # attnfast's option (issue 29): weight of KL(the caption's ground-truth layout of each object word
+        # || G's word attention) at every attentional stage, shapes data only (0 = off; supervised)
+        "attention_layout": 0.0,
     },
     "style": {                     # style encoder S inverting G (GAN-INT-CLS), --stage style
         "batch_size": 32,

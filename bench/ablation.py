@@ -38,6 +38,9 @@ ROWS = {
     # issue 29: G's word attention pulled towards the DAMSM's region attention without Eq. 8
     "attention_grounding": ["gan.attention_grounding=1.0"],
     "attention_grounding_4": ["gan.attention_grounding=4.0"],
+    # issue 29: G's word attention pulled onto the caption's ground-truth layout (supervised)
+    "attention_layout": ["gan.attention_layout=1.0"],
+    "attention_layout_5": ["gan.attention_layout=5.0"],
 }
 
 

@@ -185,7 +185,7 @@ def test_every_option_off_is_bit_identical_to_the_code_before_them(tmp_path):
 
 def test_explicit_off_values_train_exactly_as_the_defaults(tmp_path, damsm_checkpoint):
     off = ["gan.diffaugment=", "gan.loss=bce", "gan.gp=none", "gan.spectral_norm=false",
-           "gan.g_betas=[0.5,0.999]", "gan.d_betas=null", "gan.mode_seeking=0", "gan.attention_grounding=0",
+           "gan.g_betas=[0.5,0.999]", "gan.d_betas=null", "gan.mode_seeking=0", "gan.attention_grounding=0", "gan.attention_layout=0",
            "model.small_encoder_regions=8"]
     digests = []
     for name, extra in (("default", []), ("off", off)):

@@ -17,9 +17,9 @@ can be measured by the same game.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from attnfast.data import WORD_CLASSES, caption_word_objects, object_mask_for_word
+from attnfast.data.shapes_layout import region_coverage
 from attnfast.reference.attention_grounding import region_attention
 from attnfast.reference.damsm import matched_attention
 
@@ -43,15 +43,6 @@ def pointing_game(attn: torch.Tensor, words: list[list[str]], scenes: list) -> d
             chance += float(mask.mean())
     return {"pointing_accuracy": hits / trials if trials else float("nan"),
             "chance": chance / trials if trials else float("nan"), "trials": trials}
-
-
-def region_coverage(scene, objects: tuple[int, ...], height: int, width: int) -> np.ndarray:
-    """float32 (height, width): the fraction of each region of a height x width grid over the image
-    that the union of ``scene.objects[k]`` for k in ``objects`` covers (masks at the scene's resolution)."""
-    union = np.zeros((scene.resolution, scene.resolution), dtype=np.float32)
-    for k in objects:
-        union = np.maximum(union, scene.objects[k].mask.astype(np.float32))
-    return F.adaptive_avg_pool2d(torch.from_numpy(union)[None, None], (height, width))[0, 0].numpy()
 
 
 def region_mask(scene, objects: tuple[int, ...], height: int, width: int,

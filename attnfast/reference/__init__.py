@@ -1,7 +1,7 @@
 """The pure-PyTorch math of every attnfast op: the single source of truth for tests, benches and
 the CPU fallback. Nothing here knows about kernels or backends."""
 from .attention import MASK_MODES, expand_word_mask, global_attention_general_original, word_region_attention
-from .attention_grounding import attention_grounding_loss, region_attention
+from .attention_grounding import attention_grounding_loss, layout_attention_loss, region_attention
 from .blocks import BatchNormParams, batch_norm, bn_glu, glu, res_block, subpixel_weight, up_block, up_conv_subpixel
 from .colour_consistency import colour_consistency_loss, colour_statistics
 from .conditioning import ca_encode, kl_loss, reparametrize
@@ -45,6 +45,7 @@ __all__ = [
     "global_attention_general_original",
     "glu",
     "kl_loss",
+    "layout_attention_loss",
     "matched_attention",
     "matching_losses",
     "region_attention",

@@ -55,13 +55,40 @@ def attention_grounding_loss(g_attn: torch.Tensor, teacher: torch.Tensor, cap_le
         raise ValueError(f"cap_lens must be (B,) = ({size},) ints in [1, {words}], got {cap_lens.tolist()}")
     work = acc_dtype(g_attn.dtype)
     height, width = g_attn.shape[-2:]
-    g = g_attn[:, :words].to(work).flatten(2)                                   # (B, T', R)
-    g = g / g.sum(-1, keepdim=True).clamp_min(_EPS)
     q = teacher.detach().to(work)
     if q.shape[-2:] != (height, width):
         q = F.interpolate(q, size=(height, width), mode="bilinear", align_corners=False)
-    q = q.flatten(2).clamp_min(0.0)
-    q = q / q.sum(-1, keepdim=True).clamp_min(_EPS)
-    kl = (q * (torch.log(q.clamp_min(_EPS)) - torch.log(g.clamp_min(_EPS)))).sum(-1)   # (B, T')
+    kl = _word_kl(g_attn[:, :words].to(work), q)                                     # (B, T')
     real = ~word_padding_mask(lens, words)
     return kl[real].mean()
+
+
+def layout_attention_loss(g_attn: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_t || g_t) over the words that name an object (attnfast's ``gan.attention_layout``).
+
+    g_attn (B, T, h, w): the generator's word attention of one stage (softmax over words per region);
+    layout (B, T', h, w), T' <= T, >= 0: row t the coverage of the object word t names
+    (attnfast.data.shapes_layout.CaptionLayout), all zero for a word that names none (ignored). p_t is
+    the row normalised over the regions, g_t the generator's map of word t normalised the same way
+    (the map the pointing game reads). Returns a 0-d tensor in the accumulation dtype of ``g_attn``;
+    0 (still connected to ``g_attn``) when no word names an object.
+    """
+    if g_attn.dim() != 4 or layout.shape[0] != g_attn.shape[0] or layout.shape[-2:] != g_attn.shape[-2:] \
+            or layout.dim() != 4 or layout.shape[1] > g_attn.shape[1]:
+        raise ValueError(f"g_attn (B, T, h, w) and layout (B, T' <= T, h, w) must match, got "
+                         f"{tuple(g_attn.shape)} and {tuple(layout.shape)}")
+    work = acc_dtype(g_attn.dtype)
+    words = layout.shape[1]
+    q = layout.detach().to(work)
+    named = q.flatten(2).sum(-1) > 0                                                # (B, T')
+    kl = _word_kl(g_attn[:, :words].to(work), q)
+    return kl[named].mean() if bool(named.any()) else 0.0 * g_attn.to(work).sum()
+
+
+def _word_kl(g_attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, T) KL(q_t || g_t): both (B, T, h, w), each word's row normalised over the regions."""
+    g = g_attn.flatten(2)
+    g = g / g.sum(-1, keepdim=True).clamp_min(_EPS)
+    q = target.flatten(2).clamp_min(0.0)
+    q = q / q.sum(-1, keepdim=True).clamp_min(_EPS)
+    return (q * (torch.log(q.clamp_min(_EPS)) - torch.log(g.clamp_min(_EPS)))).sum(-1)

@@ -15,6 +15,7 @@ import torch
 from attnfast import ops
 from attnfast.data import collate_shapes
 from attnfast.data.grid import save_image_grid
+from attnfast.data.shapes_layout import CaptionLayout
 from attnfast.engine import checkpoint as ckpt
 from attnfast.models import D_NET, weights_init
 from attnfast.models.build import build_generator, load_damsm_encoders, stage_resolutions
@@ -98,6 +99,7 @@ class GANTrainer(common.StepLoop):
         self.image_store = self.speed.image_store(self.dataset, device, config["dataset"]["num_workers"],
                                                   progress=self.is_main)
         self._fixed = None
+        self._scenes = {}  # dataset index -> Scene (gan.attention_layout)
         self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
         # fp32 keeps the per-caption encoding (bit-identical results); autocast batches the misses
         self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"],
@@ -155,8 +157,25 @@ class GANTrainer(common.StepLoop):
             text = (words, sentence, captions == 0)
         else:
             text = self._text(captions, batch["cap_lens"])
-        return {"captions": captions, "cap_lens": batch["cap_lens"], "class_ids": batch["class_ids"],
-                "reals": reals, "text": text}
+        inputs = {"captions": captions, "cap_lens": batch["cap_lens"], "class_ids": batch["class_ids"],
+                  "reals": reals, "text": text}
+        if self.extras.layout > 0:
+            inputs["layout"] = self._layout(batch)
+        return inputs
+
+    def _layout(self, batch: dict) -> CaptionLayout:
+        """The ground-truth word layout of the batch's captions (gan.attention_layout): each caption's
+        words as the text encoder sees them, and its scene from the shapes dataset."""
+        if "indices" not in batch:
+            raise ValueError("gan.attention_layout needs the batch's dataset indices (the shapes data)")
+        tokens = [self.vocab.decode(row[:n].tolist()).split()
+                  for row, n in zip(batch["captions"], batch["cap_lens"].tolist(), strict=True)]
+        scenes = []
+        for index in batch["indices"].tolist():
+            if index not in self._scenes:      # a scene is a fixed function of its index: drawn once
+                self._scenes[index] = self.dataset.get_scene(index)
+            scenes.append(self._scenes[index])
+        return CaptionLayout(tokens, scenes)
 
     def draw_noise(self, size: int, out: torch.Tensor | None = None, width: int | None = None) -> torch.Tensor:
         """(size, width) standard normal noise (width: z_dim by default). With several ranks every
@@ -258,7 +277,7 @@ class GANTrainer(common.StepLoop):
             losses["mode_seeking"] = self.options.mode_seeking * self._mode_seeking(noise, fakes, inputs)
             errG = errG + losses["mode_seeking"]
         extra = self.extras.terms(self, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
-                                  regions, image_code, att_maps)
+                                  regions, image_code, att_maps, inputs.get("layout"))
         for name, value in extra.items():
             losses[name] = value
             errG = errG + value

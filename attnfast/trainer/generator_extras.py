@@ -12,6 +12,10 @@ bit-identical to plain AttnGAN):
 - ``gan.attention_grounding`` (attnfast, issue 29): the weight of KL(q_t || g_t) between the DAMSM's
   region attention of each word on the generated image (detached; Eq. 9 without Eq. 8) and the
   generator's word attention, at every attentional stage (attnfast/reference/attention_grounding.py).
+- ``gan.attention_layout`` (attnfast, issue 29): the weight of KL(p_t || g_t) between the ground-truth
+  layout of the object each word names (shapes data: the caption fixes every object's cells) and the
+  generator's word attention, at every attentional stage: supervised grounding
+  (attnfast/reference/attention_grounding.py, attnfast/data/shapes_layout.py).
 - ``vlm.lambda_vlm`` / ``vlm.lambda_vvm`` (VLMGAN): lambda2 * L_VLM (text-visual) and lambda1 * L_VVM
   (visual-visual) with the pretrained matching block of ``vlm.checkpoint`` (attnfast/models/vlmgan.py).
 """
@@ -20,7 +24,12 @@ import torch
 from attnfast.interpolate import paired_with_next
 from attnfast.models.build import load_matching_block
 from attnfast.models.vlmgan import vlm_losses, vvm_losses
-from attnfast.reference import attention_grounding_loss, generator_adv_loss_from_logits, region_attention
+from attnfast.reference import (
+    attention_grounding_loss,
+    generator_adv_loss_from_logits,
+    layout_attention_loss,
+    region_attention,
+)
 from attnfast.reference.colour_consistency import colour_consistency_loss
 
 
@@ -33,10 +42,11 @@ class GeneratorExtras:
         self.int_weight, self.int_beta = float(gan["int_weight"]), float(gan["int_beta"])
         self.colour = float(gan["colour_consistency"])
         self.grounding = float(gan["attention_grounding"])
+        self.layout = float(gan["attention_layout"])
         self.colour_lambdas = tuple(float(v) for v in gan["colour_lambdas"])
         self.lambda_vlm, self.lambda_vvm = float(vlm["lambda_vlm"]), float(vlm["lambda_vvm"])
         for name, value in (("gan.int_weight", self.int_weight), ("gan.colour_consistency", self.colour),
-                            ("gan.attention_grounding", self.grounding),
+                            ("gan.attention_grounding", self.grounding), ("gan.attention_layout", self.layout),
                             ("vlm.lambda_vlm", self.lambda_vlm), ("vlm.lambda_vvm", self.lambda_vvm)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -46,6 +56,11 @@ class GeneratorExtras:
             raise ValueError("gan.colour_consistency > 0 needs model.branch_num >= 2 (it compares stages)")
         if self.grounding > 0 and config["model"]["branch_num"] < 2:
             raise ValueError("gan.attention_grounding > 0 needs model.branch_num >= 2 (a stage with word attention)")
+        if self.layout > 0 and config["model"]["branch_num"] < 2:
+            raise ValueError("gan.attention_layout > 0 needs model.branch_num >= 2 (a stage with word attention)")
+        if self.layout > 0 and config["dataset"]["name"] != "shapes":
+            raise ValueError("gan.attention_layout > 0 needs the ground-truth layout of the built-in shapes "
+                             f"data (dataset.name: shapes), got dataset.name {config['dataset']['name']!r}")
         self.msb = None
         if self.lambda_vlm > 0 or self.lambda_vvm > 0:
             if not vlm["checkpoint"]:
@@ -54,14 +69,21 @@ class GeneratorExtras:
             self.msb, _ = load_matching_block(vlm["checkpoint"], device, text_encoder)
 
     def terms(self, trainer, noise, fakes, reals, words, sentence, mask, cap_lens, class_ids,
-              fake_regions, fake_code, att_maps=None) -> dict:
+              fake_regions, fake_code, att_maps=None, layout=None) -> dict:
         """The weighted extra G terms (scalars) to add to errG; {} when all are off.
 
         noise (B, z_dim); fakes / reals: per-stage image lists; words (B, E, T), sentence (B, E),
         mask (B, T); fake_regions (B, E, h, w), fake_code (B, E): the image encoder on fakes[-1];
-        att_maps: G's word attention of each attentional stage (B, T, h, w) (for attention_grounding).
+        att_maps: G's word attention of each attentional stage (B, T, h, w) (for attention_grounding and
+        attention_layout); layout: the batch's attnfast.data.shapes_layout.CaptionLayout (attention_layout).
         """
         out = {}
+        if self.layout > 0:
+            if not att_maps or layout is None:
+                raise ValueError("gan.attention_layout > 0 needs the generator's attention maps and the batch's layout")
+            losses = [layout_attention_loss(att, layout.targets(att.shape[1], *att.shape[-2:], att.device))
+                      for att in att_maps]
+            out["layout"] = self.layout * (sum(losses) / len(losses))
         if self.grounding > 0:
             if not att_maps:
                 raise ValueError("gan.attention_grounding > 0 needs the generator's attention maps")

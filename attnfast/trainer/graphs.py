@@ -44,9 +44,9 @@ def run_blockers(trainer) -> list[str]:
     if trainer.dist.enabled:
         reasons.append(f"the gradient all-reduce of {trainer.dist.world} ranks is not captured")
     extras = trainer.extras
-    if any(getattr(extras, name, 0) for name in ("int_weight", "colour", "grounding", "lambda_vlm", "lambda_vvm")):
+    if any(getattr(extras, name, 0) for name in ("int_weight", "colour", "grounding", "layout", "lambda_vlm", "lambda_vvm")):
         reasons.append("the optional generator terms (gan.int_weight, gan.colour_consistency, "
-                       "gan.attention_grounding, vlm.*) "
+                       "gan.attention_grounding, gan.attention_layout, vlm.*) "
                        "are not captured")
     uncaptured = trainer.options.uncapturable
     if uncaptured:
