@@ -28,6 +28,7 @@ from attnfast.engine.devices import pick_device
 from attnfast.extras import run_cli
 from attnfast.trainer import distributed
 from attnfast.trainer.common import NonFiniteLoss
+from attnfast.trainer.speed import AUTO_STORE_MB
 
 DATASET_ON_DEVICE_MB = 8192.0
 
@@ -62,10 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory bound of the per-caption text feature cache (0 = off; default 1024)")
     speed.add_argument("--channels-last", action="store_true", help="NHWC weights and images")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun ranks (CUDA)")
-    speed.add_argument("--dataset-on-device", nargs="?", type=float, const=DATASET_ON_DEVICE_MB, default=0.0,
+    speed.add_argument("--dataset-on-device", nargs="?", type=float, const=DATASET_ON_DEVICE_MB, default=None,
                        metavar="MB", help="render the training images once and keep them on the device when "
-                       f"they fit MB (default {DATASET_ON_DEVICE_MB:g}) and half the free GPU memory (shapes "
-                       "dataset; damsm and gan stages)")
+                       f"they fit MB (without MB: {DATASET_ON_DEVICE_MB:g}) and half the free GPU memory (shapes "
+                       "dataset; damsm and gan stages). Default: on for the shapes data when it fits "
+                       f"{AUTO_STORE_MB:g} MB, else off; 0 = off")
     speed.add_argument("--dataset-dtype", choices=("uint8", "float32"), default="uint8",
                        help="storage of --dataset-on-device (uint8: 1/4 of the memory, decoded exactly)")
     return parser

@@ -99,7 +99,7 @@ def test_over_budget_falls_back_with_one_message(caplog, monkeypatch):
         assert SpeedOptions(dataset_on_device_mb=0.01).image_store(data, CPU, progress=False) is None
     messages = [r.getMessage() for r in caplog.records if "--dataset-on-device" in r.getMessage()]
     assert len(messages) == 1 and "budget of 0.01 MB" in messages[0]
-    assert SpeedOptions().image_store(data, CPU) is None           # off by default, no message
+    assert SpeedOptions(dataset_on_device_mb=0).image_store(data, CPU) is None      # off, no message
     # CUDA: more than half of the free device memory falls back before allocating anything
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100_000, 10**9))
     caplog.clear()
@@ -146,7 +146,8 @@ def _assert_same_weights(a: dict, b: dict):
 
 def test_gan_run_with_the_store_equals_the_run_without(tmp_path, damsm_ckpt, caplog):
     config = tiny_config("dataset.train_size=8")         # 2 steps per epoch: 3 steps cross an epoch
-    plain = train_gan(config, tmp_path / "plain", CPU, damsm_ckpt, steps=3, progress=False)
+    plain = train_gan(config, tmp_path / "plain", CPU, damsm_ckpt, steps=3, progress=False,
+                      speed=SpeedOptions(dataset_on_device_mb=0))
     with caplog.at_level(logging.INFO, logger="attnfast"):
         stored = train_gan(config, tmp_path / "stored", CPU, damsm_ckpt, steps=3, progress=False,
                            speed=SpeedOptions(dataset_on_device_mb=64))
@@ -165,7 +166,8 @@ def test_gan_run_with_the_store_equals_the_run_without(tmp_path, damsm_ckpt, cap
 
 def test_damsm_run_with_the_store_equals_the_run_without(tmp_path):
     config = tiny_config("dataset.train_size=16")        # 2 steps per epoch of 8
-    plain = train_damsm(config, tmp_path / "plain", CPU, steps=3, progress=False)
+    plain = train_damsm(config, tmp_path / "plain", CPU, steps=3, progress=False,
+                        speed=SpeedOptions(dataset_on_device_mb=0))
     stored = train_damsm(config, tmp_path / "stored", CPU, steps=3, progress=False,
                          speed=SpeedOptions(dataset_on_device_mb=64, dataset_dtype="float32"))
     keys = ("text_encoder", "image_encoder")
@@ -173,10 +175,30 @@ def test_damsm_run_with_the_store_equals_the_run_without(tmp_path):
                          _weights(stored["checkpoint"], "damsm", keys))
 
 
+def test_the_store_is_on_by_default_where_it_keeps_the_batches(tmp_path, damsm_ckpt, caplog):
+    """Issue 27: the shapes data is stored by default (each image rendered once: the same batches, as
+    the tests above show); 0 turns it off; data drawn per item (random crops) are never stored."""
+    config = tiny_config("dataset.train_size=8")
+    with caplog.at_level(logging.INFO, logger="attnfast"):
+        train_gan(config, tmp_path / "default", CPU, damsm_ckpt, steps=1, progress=False)
+    assert "--dataset-on-device: 8 training images on cpu" in caplog.text
+    shapes = ShapesDataset(8, resolution=64)
+    assert SpeedOptions().image_store(shapes, CPU, progress=False) is not None
+    assert SpeedOptions(dataset_on_device_mb=0).image_store(shapes, CPU, progress=False) is None
+
+    class PerDraw(torch.utils.data.Dataset):        # no render-free text_item: images drawn per item
+        def __len__(self):
+            return 8
+
+    assert SpeedOptions().image_store(PerDraw(), CPU, progress=False) is None
+
+
 def test_flags_parse_and_validate():
     parser = train_cli.build_parser()
-    off = train_cli.speed_options(parser.parse_args([]))
-    assert off.dataset_on_device_mb == 0 and off.dataset_dtype == "uint8"
+    default = train_cli.speed_options(parser.parse_args([]))
+    assert default.dataset_on_device_mb is None and default.dataset_dtype == "uint8"     # auto
+    off = train_cli.speed_options(parser.parse_args(["--dataset-on-device", "0"]))
+    assert off.dataset_on_device_mb == 0
     bare = train_cli.speed_options(parser.parse_args(["--dataset-on-device"]))
     assert bare.dataset_on_device_mb == train_cli.DATASET_ON_DEVICE_MB
     args = parser.parse_args(["--dataset-on-device", "256", "--dataset-dtype", "float32"])

@@ -140,6 +140,12 @@ class DeviceImageStore:
         layout = [("uint8", stored.index(r)) if r in stored else ("pooled", top // r) for r in multi_res]
         return layout, stored
 
+    @staticmethod
+    def can_store(dataset) -> bool:
+        """Whether ``dataset``'s images are a fixed function of the index (a render-free ``text_item``
+        and ``multi_res``: the shapes data), so that a store gives the same batches."""
+        return hasattr(dataset, "text_item") and hasattr(dataset, "multi_res")
+
     @classmethod
     def build(cls, dataset, device, budget_mb: float, dtype: str = "uint8", num_workers: int = 0,
               progress: bool = True) -> DeviceImageStore | None:
@@ -150,7 +156,7 @@ class DeviceImageStore:
         device = torch.device(device)
         if budget_mb <= 0:
             raise ValueError(f"--dataset-on-device must be > 0 MB, got {budget_mb}")
-        if not hasattr(dataset, "text_item") or not hasattr(dataset, "multi_res"):
+        if not cls.can_store(dataset):
             raise ValueError(f"--dataset-on-device: {type(dataset).__name__} cannot be stored on the device: "
                              "its images are drawn per item (random crop and flip), not a fixed function of "
                              "the index; only the shapes dataset is supported (drop the flag)")

@@ -17,6 +17,7 @@ from attnfast.models.build import build_image_encoder, build_text_encoder
 from attnfast.models.text_encoding import encode_text
 from . import common
 from .batches import step_batches, steps_per_epoch
+from .speed import SpeedOptions
 
 
 def damsm_lr(config: dict, epoch: int) -> float:
@@ -50,8 +51,8 @@ class DAMSMTrainer(common.StepLoop):
         self.step = 0
         self.dataset = common.build_dataset(config, "train", (damsm["image_size"],), vocab=self.vocab)
         self.per_epoch = steps_per_epoch(len(self.dataset), damsm["batch_size"])
-        self.image_store = None if speed is None else speed.image_store(self.dataset, device,
-                                                                        config["dataset"]["num_workers"])
+        self.image_store = (speed or SpeedOptions()).image_store(self.dataset, device,
+                                                                  config["dataset"]["num_workers"])
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -18,6 +18,7 @@ from .text_cache import TextFeatureCache
 LOG = logging.getLogger("attnfast")
 
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+AUTO_STORE_MB = 2048.0   # the default store's budget (the demo's 20,000 images at 64 px: 235 MB as uint8)
 
 
 @dataclass
@@ -28,7 +29,9 @@ class SpeedOptions:
     cache (0 = off). channels_last: store 4-D weights and real images NHWC (None = off; measure
     with bench/train_bench.py). sync_bn: SyncBatchNorm across ranks (CUDA only).
     dataset_on_device_mb: memory budget of the device-resident training images (0 = off; see
-    :mod:`attnfast.data.device_store`), dataset_dtype: their storage, "uint8" or "float32"."""
+    :mod:`attnfast.data.device_store`; None, the default: on when the data set can be stored and fits
+    AUTO_STORE_MB, else the data loader renders as usual), dataset_dtype: their storage, "uint8" or
+    "float32"."""
 
     graphs: bool = False
     graph_warmup: int = 3
@@ -37,7 +40,7 @@ class SpeedOptions:
     text_cache_mb: float = 1024.0
     channels_last: bool | None = None
     sync_bn: bool = False
-    dataset_on_device_mb: float = 0.0
+    dataset_on_device_mb: float | None = None
     dataset_dtype: str = "uint8"
 
     def __post_init__(self):
@@ -45,7 +48,7 @@ class SpeedOptions:
             raise ValueError(f"compile backend must be one of {COMPILE_BACKENDS}, got {self.compile_backend!r}")
         if self.text_cache_mb < 0:
             raise ValueError(f"--text-cache-mb must be >= 0, got {self.text_cache_mb}")
-        if self.dataset_on_device_mb < 0:
+        if self.dataset_on_device_mb is not None and self.dataset_on_device_mb < 0:
             raise ValueError(f"--dataset-on-device must be >= 0 MB, got {self.dataset_on_device_mb}")
         if self.dataset_dtype not in DTYPES:
             raise ValueError(f"--dataset-dtype must be one of {DTYPES}, got {self.dataset_dtype!r}")
@@ -116,10 +119,18 @@ class SpeedOptions:
 
     def image_store(self, dataset, device: torch.device, num_workers: int = 0, progress: bool = True):
         """The training images on ``device`` (:class:`~attnfast.data.device_store.DeviceImageStore`),
-        or None when dataset_on_device_mb is 0 or they do not fit (one logged message)."""
-        if self.dataset_on_device_mb <= 0:
+        or None when dataset_on_device_mb is 0 or they do not fit (one logged message). By default
+        (None) the store is built when the data set's images are a fixed function of the index (the
+        shapes data; the same batches, bit for bit) and fit AUTO_STORE_MB: rendering each image once
+        instead of once per draw is the fast path on every device (issue 27)."""
+        budget = self.dataset_on_device_mb
+        if budget is None:
+            if not DeviceImageStore.can_store(dataset):
+                return None
+            budget = AUTO_STORE_MB
+        if budget <= 0:
             return None
-        return DeviceImageStore.build(dataset, device, self.dataset_on_device_mb, self.dataset_dtype,
+        return DeviceImageStore.build(dataset, device, budget, self.dataset_dtype,
                                       num_workers=num_workers, progress=progress)
 
     def graphed_step(self, trainer):
