@@ -39,8 +39,8 @@ ROWS = {
     "attention_grounding": ["gan.attention_grounding=1.0"],
     "attention_grounding_4": ["gan.attention_grounding=4.0"],
     # issue 29: G's word attention pulled onto the caption's ground-truth layout (supervised)
-    "attention_layout": ["gan.attention_layout=1.0"],
-    "attention_layout_5": ["gan.attention_layout=5.0"],
+    "attention_layout": ["gan.attention_layout=50"],
+    "attention_layout_20": ["gan.attention_layout=20"],
 }
 
 
