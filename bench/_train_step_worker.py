@@ -116,10 +116,44 @@ class _Parts:
                 delattr(t, name)
 
 
+def known_keys_only(config_path: str, out: str) -> tuple[str, list[str]]:
+    """The config file without the keys this tree's defaults lack (an option added after it: the tree
+    ran without it), written next to ``out``; returns (path, dropped dotted keys)."""
+    import os
+
+    import yaml
+
+    from attnfast.config import DEFAULTS
+    with open(config_path) as f:
+        raw = yaml.safe_load(f) or {}
+    dropped = []
+
+    def keep(node, defaults, path):
+        if not isinstance(node, dict) or not isinstance(defaults, dict):
+            return node
+        kept = {}
+        for key, value in node.items():
+            if key not in defaults and path:        # unknown top-level keys (name, ...) are the loader's business
+                dropped.append(".".join(path + [key]))
+                continue
+            kept[key] = keep(value, defaults.get(key), path + [key])
+        return kept
+
+    trimmed = keep(raw, DEFAULTS, [])
+    if not dropped:
+        return config_path, []
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "config_known_keys.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(trimmed, f)
+    return path, dropped
+
+
 def build(stage: str, config_path: str, out: str, damsm: str | None, sets: list[str]):
     from attnfast import train as train_cli
     from attnfast.config import load_config
     from attnfast.engine.amp import resolve as resolve_amp
+    config_path, build.dropped = known_keys_only(config_path, out)
     argv = ["--config", config_path, "--stage", stage, "--out", out]
     for item in sets:
         argv += ["--set", item]
@@ -170,7 +204,8 @@ def main() -> int:
         if cmd == "info":
             reply = {"amp": amp, "batch": config[args.stage]["batch_size"], "threads": torch.get_num_threads(),
                      "attnfast": __import__("attnfast").__file__, "build_seconds": build_seconds,
-                     "image_store": getattr(trainer, "image_store", None) is not None}
+                     "image_store": getattr(trainer, "image_store", None) is not None,
+                     "config_keys_unknown_to_this_tree": build.dropped}
         elif cmd == "time":
             start = time.perf_counter()
             for _ in range(request["steps"]):

@@ -351,3 +351,18 @@ def test_grid_errors():
         ShapesDataset(2, grid=1, max_objects=2)
     with pytest.raises(ValueError, match=r"max_objects must be in \[1, 3\] for grid 2"):
         sample_scene(np.random.default_rng(0), grid=2, max_objects=4)
+
+
+@pytest.mark.parametrize("words_num", [18, 5])
+def test_text_item_from_its_cache_equals_the_rendered_item(words_num):
+    """text_item draws each index's captions once (issue 27): every later epoch's item is the same as
+    the rendered one's, truncation to words_num included."""
+    dataset = ShapesDataset(12, resolution=32, words_num=words_num)
+    for epoch in (0, 1, 2):
+        dataset.set_epoch(epoch)
+        for i in range(12):
+            text, full = dataset.text_item(i), dataset[i]
+            assert text["images"] == []
+            for key in ("caption_text", "caption_index", "cap_len", "class_id", "index", "key"):
+                assert text[key] == full[key], key
+            assert torch.equal(text["caption"], full["caption"])

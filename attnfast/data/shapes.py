@@ -488,6 +488,7 @@ class ShapesDataset(Dataset):
         self.grid = int(grid)
         self.epoch = 0
         self.vocab = shapes_vocabulary()
+        self._texts: dict = {}   # index -> (captions, their ids, class id): see _text_of
 
     def __len__(self) -> int:
         return self.num_images
@@ -550,13 +551,26 @@ class ShapesDataset(Dataset):
         :mod:`attnfast.data.device_store` supplies the images)."""
         return self._item(i, with_images=False)
 
+    def _text_of(self, i: int, scene: Scene | None = None) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], int]:
+        """Item ``i``'s captions, their token ids (first ``words_num``) and class id, drawn once per index
+        (a fixed function of it; ``scene``: item i's, when the caller has drawn it): a render-free
+        :meth:`text_item` then costs a lookup, not a scene draw. Rendering an item fills it, so the
+        device store's build (which renders every item) leaves every text drawn."""
+        found = self._texts.get(i)
+        if found is None:
+            scene = scene or self.get_scene(i)
+            found = (tuple(scene.captions), tuple(tuple(self.vocab.encode(c, max_len=self.words_num))
+                                                  for c in scene.captions), class_id_of(scene))
+            self._texts[i] = found
+        return found
+
     def _item(self, i: int, with_images: bool) -> dict:
         i = self._check_index(i)
-        scene = self.get_scene(i)
-        images = self._images(scene) if with_images else []
         ci = self._choose_caption(i)
-        text = scene.captions[ci]
-        ids = self.vocab.encode(text, max_len=self.words_num)
+        scene = self.get_scene(i) if with_images else None
+        captions, encoded, class_id = self._text_of(i, scene)
+        images = self._images(scene) if with_images else []
+        text, ids = captions[ci], encoded[ci]
         caption = torch.zeros(self.words_num, dtype=torch.long)
         caption[: len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         return {
@@ -565,7 +579,7 @@ class ShapesDataset(Dataset):
             "cap_len": len(ids),
             "caption_text": text,
             "caption_index": ci,
-            "class_id": class_id_of(scene),
+            "class_id": class_id,
             "index": i,
             "key": f"shapes_{self.split}_{i:07d}",
         }
