@@ -234,7 +234,11 @@ def test_cached_text_keeps_training_identical_to_uncached_within_rounding(tmp_pa
     batch = next(cached.batches())
     a = _steps(cached, cached.eager_step, [batch, batch], fresh_seed)
     b = _steps(plain, plain.eager_step, [batch, batch], fresh_seed)
-    assert a == [pytest.approx(x, rel=1e-4, abs=1e-5) for x in b]
+    # Adam's first update turns rounding in near-zero gradients into +-lr on those weights (see the
+    # test above): the D updates inside step 1 already move its G losses by ~1e-5 relative, and step 2
+    # (after G's and D's updates) by up to ~1.4e-4 (measured over random seeds), checked at 1e-3
+    assert a[0] == pytest.approx(b[0], rel=1e-4, abs=1e-5)
+    assert a[1] == pytest.approx(b[1], rel=1e-3, abs=1e-5)
     assert cached.text_cache.hits == batch["captions"].shape[0]
 
 
