@@ -80,9 +80,10 @@ def layout_attention_loss(g_attn: torch.Tensor, layout: torch.Tensor) -> torch.T
     work = acc_dtype(g_attn.dtype)
     words = layout.shape[1]
     q = layout.detach().to(work)
-    named = q.flatten(2).sum(-1) > 0                                                # (B, T')
+    named = (q.flatten(2).sum(-1) > 0).to(work)                                     # (B, T')
     kl = _word_kl(g_attn[:, :words].to(work), q)
-    return kl[named].mean() if bool(named.any()) else 0.0 * g_attn.to(work).sum()
+    # a masked mean, not kl[named]: no host sync (boolean indexing, .any()) in the training step
+    return (kl * named).sum() / named.sum().clamp_min(1.0)
 
 
 def _word_kl(g_attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
