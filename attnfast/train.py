@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{AUTO_STORE_MB:g} MB, else off; 0 = off")
     speed.add_argument("--dataset-dtype", choices=("uint8", "float32"), default="uint8",
                        help="storage of --dataset-on-device (uint8: 1/4 of the memory, decoded exactly)")
+    speed.add_argument("--no-batched-d", dest="batched_d", action="store_false",
+                       help="each D's update as the original's five calls (trunk on real, on fake; head on real, "
+                       "fake, mismatched) instead of two batched ones, BatchNorm per part (default: batched; "
+                       "the same logits up to the rounding of the batched convolutions)")
     return parser
 
 
@@ -78,7 +82,8 @@ def speed_options(args):
     return SpeedOptions(graphs=args.graphs, compile=args.compile is not None,
                         compile_backend=args.compile or "inductor", text_cache_mb=args.text_cache_mb,
                         channels_last=args.channels_last, sync_bn=args.sync_bn,
-                        dataset_on_device_mb=args.dataset_on_device, dataset_dtype=args.dataset_dtype)
+                        dataset_on_device_mb=args.dataset_on_device, dataset_dtype=args.dataset_dtype,
+                        batched_d=args.batched_d)
 
 
 def main(argv=None) -> int:

@@ -1,25 +1,28 @@
 """AttnGAN's discriminators (``D_NET64/128/256`` and their blocks in the original code/model.py).
 
 Each D maps an image to a (B, ndf*8, 4, 4) code; ``UNCOND_DNET`` / ``COND_DNET`` turn a code
-(and, for the conditional one, the sentence embedding) into one score per image.
+(and, for the conditional one, the sentence embedding) into one score per image. Their BatchNorms
+are :class:`~attnfast.models.segments.SegmentBatchNorm2d` (``nn.BatchNorm2d`` unless the trainer
+runs several batches through one call, see :func:`~attnfast.models.segments.batch_segments`).
 """
 import torch
 from torch import nn
 
 from attnfast.ops import conv3x3, heads
 from . import _checks as check
+from .segments import SegmentBatchNorm2d
 
 
 def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
     """conv3x3 -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H, W)."""
-    return nn.Sequential(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes),
+    return nn.Sequential(conv3x3(in_planes, out_planes), SegmentBatchNorm2d(out_planes),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
 def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:  # noqa: N802
     """4x4 stride-2 conv -> BN -> LeakyReLU(0.2): (B, in_planes, H, W) -> (B, out_planes, H/2, W/2)."""
     return nn.Sequential(nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
-                         nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
+                         SegmentBatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
 
 
 def encode_image_by_16times(ndf: int) -> nn.Sequential:
@@ -28,13 +31,13 @@ def encode_image_by_16times(ndf: int) -> nn.Sequential:
         nn.Conv2d(3, ndf, 4, 2, 1, bias=False),                           # (B, ndf, S/2, S/2)
         nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),                     # (B, 2ndf, S/4, S/4)
-        nn.BatchNorm2d(ndf * 2),
+        SegmentBatchNorm2d(ndf * 2),
         nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),                 # (B, 4ndf, S/8, S/8)
-        nn.BatchNorm2d(ndf * 4),
+        SegmentBatchNorm2d(ndf * 4),
         nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),                 # (B, 8ndf, S/16, S/16)
-        nn.BatchNorm2d(ndf * 8),
+        SegmentBatchNorm2d(ndf * 8),
         nn.LeakyReLU(0.2, inplace=True))
 
 

@@ -53,8 +53,8 @@ def subpixel_interleave(phases: torch.Tensor) -> torch.Tensor:
     """The pixel shuffle of the sub-pixel conv: (B, 4C, H+1, W+1) -> (B, C, 2H, 2W).
 
     ``phases`` is ``conv2d(x, subpixel_weight(w), padding=1)`` (channel 4c + 2a + b holds phase
-    (a, b)); output pixel (2i + a, 2j + b) = phases[:, 4c + 2a + b, i + a, j + b]. One strided view
-    and one copy, in phases' memory format; its backward is one copy back plus zeroing the unread
+    (a, b)); output pixel (2i + a, 2j + b) = phases[:, 4c + 2a + b, i + a, j + b]. One strided copy
+    per phase, in phases' memory format; its backward is the copies back plus zeroing the unread
     row and column per phase (:mod:`attnfast.ops.fast_autograd`, no zero-filled scatter).
     """
     return fast_autograd.subpixel_interleave(phases)

@@ -6,7 +6,7 @@ as autograd's formulas, bit for bit, without their zero-filled intermediates.
   the two halves' gradients (the same ``g * s`` and ``sigmoid_backward(g * a, s)`` autograd
   computes) are concatenated once.
 - :func:`subpixel_interleave`: the pixel shuffle of the sub-pixel conv, (B, 4C, H+1, W+1) ->
-  (B, C, 2H, 2W) through one strided view. Autograd's ``as_strided`` backward zero-fills a tensor of
+  (B, C, 2H, 2W) by one strided copy per phase. Autograd's ``as_strided`` backward zero-fills a tensor of
   the input's storage size and scatters into it through a generic strided path; here the gradient
   is one copy into the same view plus zeroing the one row and one column per phase that the
   forward never reads. The two directions are each other's adjoints, so each one's backward is
@@ -67,13 +67,28 @@ def _phase_view(phases: torch.Tensor) -> torch.Tensor:
                              (s_b, 4 * s_c, s_h, 2 * s_c + s_h, s_w, s_c + s_w), phases.storage_offset())
 
 
+def _by_phase(phases: torch.Tensor) -> torch.Tensor:
+    """(B, 4C, H+1, W+1) seen as (B, C, 2, 2, H+1, W+1): phase (a, b) of channel c at [:, c, a, b]."""
+    batch, channels4, hp, wp = phases.shape
+    s_b, s_c, s_h, s_w = phases.stride()
+    return phases.as_strided((batch, channels4 // 4, 2, 2, hp, wp),
+                             (s_b, 4 * s_c, 2 * s_c, s_c, s_h, s_w), phases.storage_offset())
+
+
+# The interleave copies phase by phase (four strided copies whose inner loop runs along a row)
+# rather than through the one 6-d view of _phase_view, whose innermost axis is a phase pair of two
+# elements: measured 1.6-2.3x faster on the CPU (bf16, the demo's shapes). The way back is faster
+# through the one view (0.90 vs 1.29 ms at (16, 32, 64, 64)).
 def _interleave(phases: torch.Tensor) -> torch.Tensor:
     batch, channels4, hp, wp = phases.shape
     channels, height, width = channels4 // 4, hp - 1, wp - 1
     fmt = torch.channels_last if _is_channels_last(phases) else torch.contiguous_format
     out = torch.empty((batch, channels, 2 * height, 2 * width), dtype=phases.dtype,
                       device=phases.device, memory_format=fmt)
-    out.view(batch, channels, height, 2, width, 2).copy_(_phase_view(phases))
+    grid, by_phase = out.view(batch, channels, height, 2, width, 2), _by_phase(phases)
+    for a in (0, 1):
+        for b in (0, 1):
+            grid[:, :, :, a, :, b].copy_(by_phase[:, :, a, b, a:a + height, b:b + width])
     return out
 
 
@@ -84,10 +99,8 @@ def _deinterleave(grid: torch.Tensor) -> torch.Tensor:
     phases = torch.empty((batch, 4 * channels, height + 1, width + 1), dtype=grid.dtype,
                          device=grid.device, memory_format=fmt)
     _phase_view(phases).copy_(grid.reshape(batch, channels, height, 2, width, 2))
+    by_phase = _by_phase(phases)
     # per phase (a, b) the forward reads rows a..a+H-1 and columns b..b+W-1: the rest is zero
-    s_b, s_c, s_h, s_w = phases.stride()
-    by_phase = phases.as_strided((batch, channels, 2, 2, height + 1, width + 1),
-                                 (s_b, 4 * s_c, 2 * s_c, s_c, s_h, s_w), phases.storage_offset())
     by_phase[:, :, 0, :, height, :].zero_()
     by_phase[:, :, 1, :, 0, :].zero_()
     by_phase[:, :, :, 0, :, width].zero_()

@@ -19,6 +19,7 @@ from attnfast.data.shapes_layout import CaptionLayout
 from attnfast.engine import checkpoint as ckpt
 from attnfast.models import D_NET, weights_init
 from attnfast.models.build import build_generator, load_damsm_encoders, stage_resolutions
+from attnfast.models.segments import batch_segments
 from attnfast.models.text_encoding import encode_text
 from attnfast.reference import kl_loss, matching_losses
 from attnfast.reference.gan_regularizers import mode_seeking_loss
@@ -140,6 +141,39 @@ class GANTrainer(common.StepLoop):
                                                  self.config["dataset"]["words_num"], packed=packed)
         return words.float(), sentence.float(), captions == 0
 
+    def _d_scores(self, netD, real, fake, real_sentence, sentence):
+        """One D's logits in its update: real_cond, fake_cond, wrong_cond (real image, next caption;
+        B-1 rows), real_uncond, fake_uncond (None without the unconditional head), from real and fake
+        (B, 3, r, r) and the sentences (B, E) (``real_sentence`` is ``sentence``, or its leaf copy for
+        a gradient penalty).
+
+        The original's five calls (trunk on real, on fake; conditional head on real, fake, mismatched)
+        as two: the trunk once on [real; fake] and the head once on [real; fake; mismatched], each
+        BatchNorm normalising every part with its own statistics (:mod:`attnfast.models.segments`),
+        so the logits are the separate calls' up to the rounding of the batched convolutions. The
+        speed option ``batched_d`` False runs the five calls."""
+        size = real.shape[0]
+        if not self.speed.batched_d:
+            real_features = netD(self.options.augment_images(real))
+            fake_features = netD(self.options.augment_images(fake))
+            real_cond, real_uncond = self._d_logits(netD, real_features, real_sentence)
+            fake_cond, fake_uncond = self._d_logits(netD, fake_features, sentence)
+            wrong_cond = netD.COND_DNET(real_features[:size - 1], sentence[1:size], logits=True)
+            return real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond
+        images = torch.cat([self.options.augment_images(real), self.options.augment_images(fake)])
+        with batch_segments(netD, (size, size)):
+            features = netD(images)                                       # (2B, ndf*8, 4, 4)
+        codes, sentences, parts = features, torch.cat([real_sentence, sentence]), (size, size)
+        if size > 1:
+            codes = torch.cat([features, features[:size - 1]])            # + real image, next caption
+            sentences = torch.cat([sentences, sentence[1:size]])
+            parts = (size, size, size - 1)
+        with batch_segments(netD.COND_DNET, parts):
+            cond = netD.COND_DNET(codes, sentences, logits=True)          # (3B-1,)
+        uncond = netD.UNCOND_DNET(features, logits=True) if netD.UNCOND_DNET is not None else None
+        real_uncond, fake_uncond = (uncond[:size], uncond[size:]) if uncond is not None else (None, None)
+        return cond[:size], cond[size:2 * size], cond[2 * size:], real_uncond, fake_uncond
+
     def _d_logits(self, netD, features, sentence):
         cond = netD.COND_DNET(features, sentence, logits=True)
         uncond = netD.UNCOND_DNET(features, logits=True) if netD.UNCOND_DNET is not None else None
@@ -227,11 +261,8 @@ class GANTrainer(common.StepLoop):
             real = reals[i].detach().requires_grad_(True) if penalty else reals[i]
             real_sentence = sentence.detach().requires_grad_(True) if penalty else sentence
             with self.autocast():
-                real_features = netD(options.augment_images(real))
-                fake_features = netD(options.augment_images(fakes[i].detach()))
-                real_cond, real_uncond = self._d_logits(netD, real_features, real_sentence)
-                fake_cond, fake_uncond = self._d_logits(netD, fake_features, sentence)
-                wrong_cond = netD.COND_DNET(real_features[:size - 1], sentence[1:size], logits=True)
+                real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond = self._d_scores(
+                    netD, real, fakes[i].detach(), real_sentence, sentence)
             errD = options.d_loss(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
             if penalty:
                 gp = options.gradient_penalty(real, real_sentence, real_cond, real_uncond, self.scaler)

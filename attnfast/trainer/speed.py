@@ -1,9 +1,9 @@
 """The GAN trainer's speed options (issue 8) and how each one changes the models and optimisers.
 
 One dataclass, set from ``python -m attnfast.train`` flags (``--graphs``, ``--compile``,
-``--text-cache-mb``, ``--channels-last``, ``--sync-bn``, ``--dataset-on-device``); the defaults train exactly as before
-except that the frozen text encoder's outputs are cached per caption (see
-:mod:`attnfast.trainer.text_cache`).
+``--text-cache-mb``, ``--channels-last``, ``--sync-bn``, ``--dataset-on-device``, ``--no-batched-d``); the
+defaults cache the frozen text encoder's outputs per caption (:mod:`attnfast.trainer.text_cache`), store
+the shapes data's rendered images and batch each D's calls in its update (issue 27).
 """
 import logging
 from dataclasses import dataclass
@@ -31,7 +31,10 @@ class SpeedOptions:
     dataset_on_device_mb: memory budget of the device-resident training images (0 = off; see
     :mod:`attnfast.data.device_store`; None, the default: on when the data set can be stored and fits
     AUTO_STORE_MB, else the data loader renders as usual), dataset_dtype: their storage, "uint8" or
-    "float32"."""
+    "float32". batched_d: each D's update runs its trunk once on [real; fake] and its conditional
+    head once on [real; fake; mismatched], BatchNorm per part (:mod:`attnfast.models.segments`): the
+    original's logits up to the rounding of the batched convolutions, in two calls instead of five
+    (False: the original's separate calls)."""
 
     graphs: bool = False
     graph_warmup: int = 3
@@ -42,6 +45,7 @@ class SpeedOptions:
     sync_bn: bool = False
     dataset_on_device_mb: float | None = None
     dataset_dtype: str = "uint8"
+    batched_d: bool = True
 
     def __post_init__(self):
         if self.compile_backend not in COMPILE_BACKENDS:
