@@ -15,16 +15,23 @@ Both equal the convolutions in exact arithmetic (tests/test_heads.py: float64 va
 gradients to 1e-12); in floating point they sum in another order. The discriminators use them
 under autocast only, where the results already carry bf16 rounding (attnfast.models.discriminator).
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
 __all__ = ["joint_conv3x3", "logits_full_kernel"]
 
 
-def _valid_taps(size: int, dtype, device) -> torch.Tensor:
-    """(size, 3): 1 where output row y reads input row y + i - 1 inside [0, size) (padding 1)."""
-    rows = torch.arange(size, device=device)[:, None] + torch.arange(3, device=device)[None, :] - 1
-    return ((rows >= 0) & (rows < size)).to(dtype)
+@functools.lru_cache(maxsize=64)
+def _tap_positions(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(9, H*W): entry [3i + j, W*y + x] is 1 where output (y, x) of a 3x3 conv with padding 1 reads
+    tap (i, j) inside the map (input (y + i - 1, x + j - 1) in range), else 0. Cached per shape."""
+    def valid(size):                                                    # (size, 3)
+        rows = torch.arange(size, device=device)[:, None] + torch.arange(3, device=device)[None, :] - 1
+        return (rows >= 0) & (rows < size)
+    rows, cols = valid(height), valid(width)
+    return (rows.t()[:, None, :, None] & cols.t()[None, :, None, :]).reshape(9, height * width).to(dtype)
 
 
 def joint_conv3x3(h: torch.Tensor, sentence: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -42,11 +49,11 @@ def joint_conv3x3(h: torch.Tensor, sentence: torch.Tensor, weight: torch.Tensor)
                          f"sentence {sentence.shape[1]}; batches {h.shape[0]} and {sentence.shape[0]}")
     out = F.conv2d(h, weight[:, :channels], padding=1)                            # (B, K, H, W)
     per_tap = weight[:, channels:].transpose(0, 1).reshape(sentence.shape[1], -1)   # (E, K*9)
-    taps = torch.matmul(sentence, per_tap).view(h.shape[0], weight.shape[0], 3, 3)  # (B, K, 3, 3)
-    rows = _valid_taps(h.shape[2], taps.dtype, h.device)                          # (H, 3)
-    cols = _valid_taps(h.shape[3], taps.dtype, h.device)                          # (W, 3)
-    # position (y, x) adds tap (i, j) where both fall inside the map: sum_ij rows[y,i] taps[..,i,j] cols[x,j]
-    border = torch.matmul(torch.matmul(rows, taps), cols.t())                     # (B, K, H, W)
+    taps = torch.matmul(sentence, per_tap)                                        # (B, K*9)
+    # position (y, x) adds the taps (i, j) that fall inside the map: one product with the 0/1 map
+    # (a matrix product per (B, K) of 3x3 taps ran as thousands of tiny batched products)
+    positions = _tap_positions(h.shape[2], h.shape[3], taps.dtype, h.device)      # (9, H*W)
+    border = torch.matmul(taps.view(-1, 9), positions).view(out.shape)            # (B, K, H, W)
     return out + border
 
 
