@@ -154,6 +154,17 @@ def test_determinism_and_splits():
     assert differs(other_seed) and differs(test_split)
 
 
+def test_scene_without_captions_has_the_same_objects():
+    data = ShapesDataset(12, seed=3, grid=3, max_objects=3)
+    for i in range(12):
+        full, bare = data.get_scene(i), data.get_scene(i, captions=False)
+        assert full.captions and bare.captions == []
+        assert (bare.background, bare.resolution, bare.grid) == (full.background, full.resolution, full.grid)
+        assert [(o.shape, o.colour, o.size, o.cell) for o in bare.objects] == \
+            [(o.shape, o.colour, o.size, o.cell) for o in full.objects]
+        assert all(np.array_equal(a.mask, b.mask) for a, b in zip(bare.objects, full.objects, strict=True))
+
+
 def test_caption_choice_by_epoch_and_split():
     tr = ShapesDataset(30, seed=0)
     e0 = [tr[i]["caption_index"] for i in range(30)]

@@ -505,13 +505,16 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {i} out of range for {self.num_images} images")
         return i
 
-    def get_scene(self, i: int, resolution: int | None = None) -> Scene:
-        """Ground truth of item ``i`` (objects with masks at ``resolution``, and all captions)."""
+    def get_scene(self, i: int, resolution: int | None = None, captions: bool = True) -> Scene:
+        """Ground truth of item ``i`` (objects with masks at ``resolution``, and all captions; with
+        ``captions`` False the same objects without drawing the captions, which are drawn after them:
+        the layout of a caption the caller already has costs a third)."""
         i = self._check_index(i)
         rng = np.random.default_rng([self.seed, i, self.split_id])
         scene = sample_scene(rng, self.resolution if resolution is None else resolution, self.max_objects,
                              self.grid)
-        scene.captions = make_captions(scene, rng, self.captions_per_image)
+        if captions:
+            scene.captions = make_captions(scene, rng, self.captions_per_image)
         return scene
 
     def all_captions(self, i: int) -> list[str]:

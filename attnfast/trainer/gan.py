@@ -207,7 +207,7 @@ class GANTrainer(common.StepLoop):
         scenes = []
         for index in batch["indices"].tolist():
             if index not in self._scenes:      # a scene is a fixed function of its index: drawn once
-                self._scenes[index] = self.dataset.get_scene(index)
+                self._scenes[index] = self.dataset.get_scene(index, captions=False)   # the batch has them
             scenes.append(self._scenes[index])
         return CaptionLayout(tokens, scenes)
 
