@@ -49,8 +49,11 @@ class ParameterEMA:
         decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         self.updates += 1
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        ema_buffers, buffers = list(self.model.buffers()), list(model.buffers())
+        if len(ema_buffers) != len(buffers):
+            raise ValueError(f"EMA: the model has {len(buffers)} buffers, its average {len(ema_buffers)}")
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
 
 
 def build_discriminators(config: dict, options: GANOptions | None = None) -> list:
