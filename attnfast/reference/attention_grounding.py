@@ -59,8 +59,7 @@ def attention_grounding_loss(g_attn: torch.Tensor, teacher: torch.Tensor, cap_le
     if q.shape[-2:] != (height, width):
         q = F.interpolate(q, size=(height, width), mode="bilinear", align_corners=False)
     kl = _word_kl(g_attn[:, :words].to(work), q)                                     # (B, T')
-    real = ~word_padding_mask(lens, words)
-    return kl[real].mean()
+    return _masked_mean(kl, ~word_padding_mask(lens, words))
 
 
 def layout_attention_loss(g_attn: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
@@ -80,10 +79,15 @@ def layout_attention_loss(g_attn: torch.Tensor, layout: torch.Tensor) -> torch.T
     work = acc_dtype(g_attn.dtype)
     words = layout.shape[1]
     q = layout.detach().to(work)
-    named = (q.flatten(2).sum(-1) > 0).to(work)                                     # (B, T')
-    kl = _word_kl(g_attn[:, :words].to(work), q)
-    # a masked mean, not kl[named]: no host sync (boolean indexing, .any()) in the training step
-    return (kl * named).sum() / named.sum().clamp_min(1.0)
+    named = q.flatten(2).sum(-1) > 0                                                # (B, T')
+    return _masked_mean(_word_kl(g_attn[:, :words].to(work), q), named)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` (bool, same shape) is True; 0 (still connected) where it is
+    nowhere True. A masked sum, not values[mask]: no host sync (boolean indexing) in the training step."""
+    weight = mask.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def _word_kl(g_attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
