@@ -1,7 +1,8 @@
 """Hand-written backwards of the blocks' layout ops (issue 27): GLU and the sub-pixel shuffle
-against autograd's own formulation of the same math -- values and gradients bit for bit in
-fp32 and bf16, NCHW and channels_last, double backward, and the blocks that use them equal to the
-literal original (reference backend) bit for bit."""
+against autograd's own formulation of the same math -- values and gradients bit for bit (GLU: in
+fp32 / fp64; in bf16 / fp16 it is ATen's fused glu, checked against the float64 reference), NCHW
+and channels_last, double backward, and the blocks that use them equal to the literal original
+(reference backend) bit for bit."""
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ def _pair(x, fn_fast, fn_ref, grad):
     return out_a, out_b, a.grad, b.grad
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(3, 8, 5, 7), (2, 6, 4), (4, 2)])
 def test_glu_equals_autograd_bit_for_bit(dtype, shape):
     torch.manual_seed(0)
@@ -38,6 +39,30 @@ def test_glu_equals_autograd_bit_for_bit(dtype, shape):
     out, ref, g, g_ref = _pair(x, fa.glu, reference.glu, grad)
     assert out.dtype == dtype and torch.equal(out, ref)
     assert torch.equal(g, g_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(3, 8, 5, 7), (2, 6, 4), (4, 2), (16, 32, 9, 9)])
+def test_glu_half_precision_is_the_fused_kernel_within_rounding(dtype, channels_last, shape):
+    """bf16 / fp16 run ATen's fused glu (one rounding of a * sigmoid(b)): values within one rounding
+    of the float64 reference, gradients as close to it as autograd's formulation in the same dtype
+    (both lose the gate's 1 - s where s rounds to 1), and the same result as torch's glu."""
+    torch.manual_seed(4)
+    x = torch.randn(shape, dtype=dtype) * 3
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn((shape[0], shape[1] // 2, *shape[2:]), dtype=dtype)
+    out, ref, g, g_ref = _pair(x, fa.glu, reference.glu, grad)
+    exact, g_exact = _pair(x.double(), reference.glu, reference.glu, grad.double())[::2]
+    assert out.dtype == dtype and g.dtype == dtype
+    ulp = torch.finfo(dtype).eps
+    spacing = torch.finfo(dtype).tiny * ulp                                  # subnormals: absolute
+    assert ((out.double() - exact).abs() <= ulp * exact.abs() + spacing).all()   # one rounding (via float32)
+    assert (out.double() - exact).abs().max() <= (ref.double() - exact).abs().max()
+    g_err, g_ref_err = (g.double() - g_exact).abs().max(), (g_ref.double() - g_exact).abs().max()
+    assert g_err <= 2 * max(g_ref_err, ulp * g_exact.abs().max())
+    assert torch.equal(out, torch.nn.functional.glu(x, dim=1))
 
 
 def test_glu_channels_last_no_grad_and_errors():

@@ -377,3 +377,20 @@ def test_text_item_from_its_cache_equals_the_rendered_item(words_num):
             for key in ("caption_text", "caption_index", "cap_len", "class_id", "index", "key"):
                 assert text[key] == full[key], key
             assert torch.equal(text["caption"], full["caption"])
+
+
+def test_scene_of_is_the_items_scene_drawn_once():
+    """scene_of (the layout term's ground truth, issue 27): the same objects, background and captions as
+    get_scene, drawn once per index (rendering the item or asking for its text fills it), shared."""
+    dataset = ShapesDataset(6, resolution=32, max_objects=3)
+    rendered = dataset[2]                                    # rendering draws the scene: kept
+    assert rendered["index"] == 2 and 2 in dataset._texts
+    for i in (0, 2, 5, -1):
+        scene, fresh = dataset.scene_of(i), dataset.get_scene(i)
+        assert scene is dataset.scene_of(i)                  # drawn once, then looked up
+        assert scene.background == fresh.background and scene.captions == fresh.captions
+        assert [(o.shape, o.colour, o.size, o.cell) for o in scene.objects] == \
+            [(o.shape, o.colour, o.size, o.cell) for o in fresh.objects]
+        np.testing.assert_array_equal(scene.objects[0].mask, fresh.objects[0].mask)
+    with pytest.raises(IndexError, match="out of range"):
+        dataset.scene_of(6)

@@ -488,7 +488,7 @@ class ShapesDataset(Dataset):
         self.grid = int(grid)
         self.epoch = 0
         self.vocab = shapes_vocabulary()
-        self._texts: dict = {}   # index -> (captions, their ids, class id): see _text_of
+        self._texts: dict = {}   # index -> (captions, their ids, class id, scene): see _text_of
 
     def __len__(self) -> int:
         return self.num_images
@@ -554,24 +554,31 @@ class ShapesDataset(Dataset):
         :mod:`attnfast.data.device_store` supplies the images)."""
         return self._item(i, with_images=False)
 
-    def _text_of(self, i: int, scene: Scene | None = None) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], int]:
-        """Item ``i``'s captions, their token ids (first ``words_num``) and class id, drawn once per index
-        (a fixed function of it; ``scene``: item i's, when the caller has drawn it): a render-free
-        :meth:`text_item` then costs a lookup, not a scene draw. Rendering an item fills it, so the
-        device store's build (which renders every item) leaves every text drawn."""
+    def _text_of(self, i: int, scene: Scene | None = None) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], int, Scene]:
+        """Item ``i``'s captions, their token ids (first ``words_num``), class id and scene, drawn once
+        per index (a fixed function of it; ``scene``: item i's, when the caller has drawn it): a
+        render-free :meth:`text_item` then costs a lookup, not a scene draw. Rendering an item fills
+        it, so the device store's build (which renders every item) leaves every text drawn. The scene
+        is kept without its masks (computed lazily, on first use): ~1 KB per item."""
         found = self._texts.get(i)
         if found is None:
             scene = scene or self.get_scene(i)
             found = (tuple(scene.captions), tuple(tuple(self.vocab.encode(c, max_len=self.words_num))
-                                                  for c in scene.captions), class_id_of(scene))
+                                                  for c in scene.captions), class_id_of(scene), scene)
             self._texts[i] = found
         return found
+
+    def scene_of(self, i: int) -> Scene:
+        """Item ``i``'s ground truth (objects and captions), drawn once per index and kept: the same
+        as :meth:`get_scene` at the dataset's resolution, without a draw after the first (the device
+        store's build draws every item's). The returned scene is shared: do not modify it."""
+        return self._text_of(self._check_index(i))[3]
 
     def _item(self, i: int, with_images: bool) -> dict:
         i = self._check_index(i)
         ci = self._choose_caption(i)
         scene = self.get_scene(i) if with_images else None
-        captions, encoded, class_id = self._text_of(i, scene)
+        captions, encoded, class_id, _ = self._text_of(i, scene)
         images = self._images(scene) if with_images else []
         text, ids = captions[ci], encoded[ci]
         caption = torch.zeros(self.words_num, dtype=torch.long)

@@ -76,8 +76,8 @@ def up_conv_subpixel(x: torch.Tensor, conv_weight: torch.Tensor) -> torch.Tensor
 
 def bn_glu(x: torch.Tensor, bn: BatchNormParams) -> torch.Tensor:
     """BatchNorm then GLU, (B, 2C, H, W) -> (B, C, H, W): :func:`attnfast.reference.bn_glu` with
-    the GLU's hand-written backward (:func:`attnfast.ops.fast_autograd.glu`; same values and
-    gradients bit for bit)."""
+    :func:`attnfast.ops.fast_autograd.glu` (same values and gradients bit for bit in float32 and
+    float64; in bf16 / fp16 ATen's fused glu, equal up to rounding)."""
     return fast_autograd.glu(reference.batch_norm(x, bn))
 
 
@@ -88,14 +88,15 @@ def up_block_subpixel(x: torch.Tensor, conv_weight: torch.Tensor, bn: BatchNormP
 
 def up_block_upsample(x: torch.Tensor, conv_weight: torch.Tensor, bn: BatchNormParams) -> torch.Tensor:
     """The original upBlock (nearest 2x, 3x3 conv, BN, GLU) with :func:`bn_glu`'s GLU backward:
-    (B, Cin, H, W) -> (B, Cout, 2H, 2W), equal to :func:`attnfast.reference.up_block` bit for bit."""
+    (B, Cin, H, W) -> (B, Cout, 2H, 2W), equal to :func:`attnfast.reference.up_block` bit for bit
+    in float32 (up to rounding in bf16 / fp16: :func:`bn_glu`)."""
     x = F.interpolate(x, scale_factor=2, mode="nearest")                  # (B, Cin, 2H, 2W)
     return bn_glu(F.conv2d(x, conv_weight, padding=1), bn)
 
 
 def res_block_torch(x: torch.Tensor, conv1_weight: torch.Tensor, bn1: BatchNormParams,
                     conv2_weight: torch.Tensor, bn2: BatchNormParams) -> torch.Tensor:
-    """:func:`attnfast.reference.res_block` with :func:`bn_glu`'s GLU backward (bit for bit):
+    """:func:`attnfast.reference.res_block` with :func:`bn_glu`'s GLU backward (bit for bit in float32):
     (B, C, H, W) -> (B, C, H, W); conv1_weight (2C, C, 3, 3), conv2_weight (C, C, 3, 3)."""
     out = bn_glu(F.conv2d(x, conv1_weight, padding=1), bn1)
     out = reference.batch_norm(F.conv2d(out, conv2_weight, padding=1), bn2)

@@ -103,7 +103,6 @@ class GANTrainer(common.StepLoop):
         self.image_store = self.speed.image_store(self.dataset, device, config["dataset"]["num_workers"],
                                                   progress=self.is_main)
         self._fixed = None
-        self._scenes = {}  # dataset index -> Scene (gan.attention_layout)
         self.extras = GeneratorExtras(config, device, self.text_encoder)  # seed-paper terms, off by default
         # fp32 keeps the per-caption encoding (bit-identical results); autocast batches the misses
         self.text_cache = self.speed.text_cache(self.text_encoder, config["dataset"]["words_num"],
@@ -207,11 +206,7 @@ class GANTrainer(common.StepLoop):
             raise ValueError("gan.attention_layout needs the batch's dataset indices (the shapes data)")
         tokens = [self.vocab.decode(row[:n].tolist()).split()
                   for row, n in zip(batch["captions"], batch["cap_lens"].tolist(), strict=True)]
-        scenes = []
-        for index in batch["indices"].tolist():
-            if index not in self._scenes:      # a scene is a fixed function of its index: drawn once
-                self._scenes[index] = self.dataset.get_scene(index, captions=False)   # the batch has them
-            scenes.append(self._scenes[index])
+        scenes = [self.dataset.scene_of(index) for index in batch["indices"].tolist()]   # drawn once per index
         return CaptionLayout(tokens, scenes)
 
     def draw_noise(self, size: int, out: torch.Tensor | None = None, width: int | None = None) -> torch.Tensor:
