@@ -13,7 +13,8 @@ from test_train import tiny_config
 
 from attnfast import train as train_cli
 from attnfast.data import ShapesDataset, collate_shapes
-from attnfast.data.device_store import DeviceImageStore, TextItems
+from attnfast.data.device_store import DeviceImageStore, TextItems, decode_uint8
+from attnfast.data.shapes import _downsample, to_tensor
 from attnfast.engine import checkpoint as ckpt
 from attnfast.trainer.batches import step_batches
 from attnfast.trainer.damsm import train_damsm
@@ -224,3 +225,19 @@ def test_cuda_store_equals_the_normal_batches(dtype):
         assert all(img.is_cuda for img in b["images"])
         b["images"] = [img.cpu() for img in b["images"]]
         _assert_same_batch(a, b)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_decode_uint8_is_the_datasets_area_average_bit_for_bit(factor):
+    """The store's decode (sum pooling, one true division) equals the dataset's float32 area average
+    then to_tensor, on every pixel value (random and the extremes 0 / 255)."""
+    torch.manual_seed(factor)
+    side = 12 * factor
+    pixels = torch.randint(0, 256, (3, 3, side, side), dtype=torch.uint8)
+    pixels[1] = 255
+    pixels[2, :, :factor] = 0
+    got = decode_uint8(pixels, factor)
+    for image, decoded in zip(pixels, got, strict=True):
+        array = image.permute(1, 2, 0).numpy()
+        want = to_tensor(_downsample(array, factor) if factor > 1 else array)
+        assert decoded.dtype == torch.float32 and torch.equal(decoded, want)

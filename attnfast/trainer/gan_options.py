@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from attnfast.ops.adversarial import discriminator_loss_one_call
 from attnfast.reference import diffaugment as da
 from attnfast.reference import gan_regularizers as reg
 from attnfast.reference.gan_losses import discriminator_loss_from_logits, generator_adv_loss_from_logits
@@ -113,10 +114,13 @@ class GANOptions:
     def augment_images(self, images: torch.Tensor) -> torch.Tensor:
         return da.diff_augment(images, self.augment) if self.augment else images
 
-    def d_loss(self, real_cond, fake_cond, wrong_cond, real_uncond=None, fake_uncond=None):
+    def d_loss(self, real_cond, fake_cond, wrong_cond, real_uncond=None, fake_uncond=None, one_call: bool = False):
+        """One D's loss from its logits; ``one_call`` (the batched D update's choice) computes the BCE
+        loss as one weighted call (:func:`discriminator_loss_one_call`, equal up to summation order)."""
         if self.loss == "hinge":
             return reg.hinge_discriminator_loss(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
-        return discriminator_loss_from_logits(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
+        loss = discriminator_loss_one_call if one_call else discriminator_loss_from_logits
+        return loss(real_cond, fake_cond, wrong_cond, real_uncond, fake_uncond)
 
     def g_adv_loss(self, fake_cond, fake_uncond=None):
         if self.loss == "hinge":
