@@ -81,3 +81,28 @@ def test_discriminator_heads_use_the_cheap_forms_under_autocast_only(projection,
         # both bf16 results are within bf16's rounding of the fp32 one, and of each other
         torch.testing.assert_close(f.float(), ref, rtol=0.05, atol=0.05)
         torch.testing.assert_close(f.float(), s.float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("with_grad", [True, False])
+def test_joint_weight_split_is_the_slices_bit_for_bit_under_autocast(with_grad):
+    """The joint conv's weight cast once and split (one cat for its gradient) equals the two autocast
+    slices it replaced, values and every gradient bit for bit (bf16 products, float32 weight)."""
+    torch.manual_seed(5)
+    h = torch.randn(7, 16, 4, 4, dtype=torch.bfloat16, requires_grad=with_grad)
+    s = torch.randn(7, 8, requires_grad=with_grad)
+    w = torch.randn(12, 24, 3, 3, requires_grad=with_grad)
+
+    def sliced(h, s, w):                       # the form before: autocast casts each slice
+        out = F.conv2d(h, w[:, :16], padding=1)
+        taps = torch.matmul(s, w[:, 16:].transpose(0, 1).reshape(8, -1))
+        positions = heads._tap_positions(4, 4, taps.dtype, h.device)
+        return out + torch.matmul(taps.view(-1, 9), positions).view(out.shape)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, slow = heads.joint_conv3x3(h, s, w), sliced(h, s, w)
+    assert fast.dtype == torch.bfloat16 and torch.equal(fast, slow)
+    if with_grad:
+        grad = torch.randn_like(fast)
+        for a, b in zip(torch.autograd.grad(fast, (h, s, w), grad), torch.autograd.grad(slow, (h, s, w), grad),
+                        strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
