@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("inductor", "aot_eager", "eager"), help="torch.compile G, D and the image encoder")
     speed.add_argument("--text-cache-mb", type=float, default=1024.0,
                        help="memory bound of the per-caption text feature cache (0 = off; default 1024)")
-    speed.add_argument("--channels-last", action="store_true", help="NHWC weights and images")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC weights and images (default: on for bf16 on the CPU, where it is faster; "
+                       "else off)")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun ranks (CUDA)")
     speed.add_argument("--dataset-on-device", nargs="?", type=float, const=DATASET_ON_DEVICE_MB, default=None,
                        metavar="MB", help="render the training images once and keep them on the device when "

@@ -205,6 +205,7 @@ def main() -> int:
             reply = {"amp": amp, "batch": config[args.stage]["batch_size"], "threads": torch.get_num_threads(),
                      "attnfast": __import__("attnfast").__file__, "build_seconds": build_seconds,
                      "image_store": getattr(trainer, "image_store", None) is not None,
+                     "channels_last": bool(getattr(getattr(trainer, "speed", None), "channels_last", False)),
                      "config_keys_unknown_to_this_tree": build.dropped}
         elif cmd == "time":
             start = time.perf_counter()

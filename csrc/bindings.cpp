@@ -26,6 +26,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("cap_lens"), py::arg("gamma1"), py::arg("gamma2"), py::arg("dscores"),
         py::arg("padded") = py::none(), py::arg("saved") = py::none(),
         "-> (dregions, dwords); saved: damsm_forward's, else recomputed");
+  m.def("glu_rows_forward", &attnfast::glu_rows_forward, py::arg("x"),
+        "GLU along the last dim of a contiguous CPU (P, 2H) matrix -> (P, H)");
+  m.def("glu_rows_backward", &attnfast::glu_rows_backward, py::arg("grad"), py::arg("x"),
+        "-> dx (P, 2H) from dout (P, H)");
   m.def(
       "cuda_launch_config",
       [](const std::string& kernel, int64_t words) -> std::pair<int, int64_t> {

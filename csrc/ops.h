@@ -40,4 +40,10 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& regions,
                                                   std::optional<bool> padded,
                                                   const std::optional<at::Tensor>& saved);
 
+// GLU along the last dimension of a contiguous CPU matrix x (P, 2H) (an NHWC activation's pixels):
+// out (P, H) = x[:, :H] * sigmoid(x[:, H:]); the backward takes dout (P, H) and x -> dx (P, 2H).
+// float32, bfloat16 or float16; float32 arithmetic (glu_cpu.cpp).
+at::Tensor glu_rows_forward(const at::Tensor& x);
+at::Tensor glu_rows_backward(const at::Tensor& grad, const at::Tensor& x);
+
 }  // namespace attnfast

@@ -155,3 +155,49 @@ def test_res_block_cpu_backend_equals_reference_backend():
     assert torch.equal(xa.grad, xb.grad)
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(fast.parameters(), ref.parameters(), strict=True))
     assert op_blocks.RES_BLOCK.pick("cpu", x.device)[1] is op_blocks.res_block_torch
+
+
+@pytest.mark.skipif(not fa.nhwc_glu_kernel_available(), reason="attnfast._C is not built")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (3, 32, 4, 4), (16, 32, 9, 9), (1, 2, 1, 3), (4, 130, 3, 2)])
+def test_glu_nhwc_kernel_within_rounding_and_keeps_nhwc(dtype, shape):
+    """channels_last bf16 / fp16 on the CPU: attnfast._C's row kernel (csrc/glu_cpu.cpp), its values and
+    gradients within one rounding of the float64 reference (its sigmoid is float32 to ~2 ulp), as close as
+    the NCHW fused kernel, and output and gradient NHWC (no format mixing downstream)."""
+    torch.manual_seed(6)
+    x = (torch.randn(shape) * 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn((shape[0], shape[1] // 2, *shape[2:])).to(dtype).contiguous(memory_format=torch.channels_last)
+    out, nchw, g, g_nchw = _pair(x, fa.glu, lambda t: fa.glu(t.contiguous()), grad)
+    exact, g_exact = _pair(x.double(), reference.glu, reference.glu, grad.double())[::2]
+    cl = torch.channels_last
+    assert out.dtype == g.dtype == dtype
+    assert out.is_contiguous(memory_format=cl) and g.is_contiguous(memory_format=cl)
+    ulp, spacing = torch.finfo(dtype).eps, torch.finfo(dtype).tiny * torch.finfo(dtype).eps
+    assert ((out.double() - exact).abs() <= ulp * exact.abs() + spacing).all()
+    torch.testing.assert_close(out.float(), nchw.float(), rtol=ulp, atol=spacing)     # <= one ulp apart
+    assert (g.double() - g_exact).abs().max() <= 2 * max((g_nchw.double() - g_exact).abs().max(),
+                                                        ulp * g_exact.abs().max())
+    with torch.no_grad():
+        assert torch.equal(fa.glu(x), out.detach())
+
+
+@pytest.mark.skipif(not fa.nhwc_glu_kernel_available(), reason="attnfast._C is not built")
+def test_glu_nhwc_kernel_double_backward_and_errors():
+    torch.manual_seed(7)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(fa.glu(x).float().sum(), x, create_graph=True)   # the differentiable path
+    (gg,) = torch.autograd.grad(g.float().sum(), x)
+    ref = x.detach().float().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(reference.glu(ref).sum(), ref, create_graph=True)
+    (gg_ref,) = torch.autograd.grad(g_ref.sum(), ref)
+    torch.testing.assert_close(gg.float(), gg_ref, rtol=0.05, atol=0.05)
+    from attnfast import _C
+    with pytest.raises(RuntimeError, match="even"):
+        _C.glu_rows_forward(torch.randn(4, 3))
+    with pytest.raises(RuntimeError, match="contiguous"):
+        _C.glu_rows_forward(torch.randn(4, 6).t())
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        _C.glu_rows_forward(torch.zeros(4, 6, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="grad must be"):
+        _C.glu_rows_backward(torch.randn(4, 2), torch.randn(4, 6))

@@ -81,3 +81,28 @@ def test_baseline_tree_is_extracted_with_this_trees_extension(tmp_path):
     assert not (tree / "attnfast" / "ops" / "fast_autograd.py").exists()        # the code before issue 27
     built = sorted(p.name for p in (ROOT / "attnfast").glob("_C*.so"))
     assert sorted(p.name for p in (tree / "attnfast").glob("_C*.so")) == built
+
+
+def test_the_extension_stands_in_for_the_baseline_only_when_it_adds(monkeypatch):
+    """This tree's built extension serves the baseline tree when csrc/ only gained files and lines in the
+    entry-point files (every baseline kernel unchanged); a changed kernel or a removed line refuses."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import train_bench
+
+    def fake(numstat: str, names: str):
+        def run(cmd, **kwargs):
+            out = numstat if "--numstat" in cmd else names
+            return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
+        return run
+    cases = [
+        ("3\t0\tcsrc/glu_cpu.cpp\n5\t0\tcsrc/bindings.cpp\n4\t0\tcsrc/ops.h\n",
+         "A\tcsrc/glu_cpu.cpp\nM\tcsrc/bindings.cpp\nM\tcsrc/ops.h\n", ""),
+        ("1\t1\tcsrc/damsm_cpu.cpp\n", "M\tcsrc/damsm_cpu.cpp\n", "csrc/damsm_cpu.cpp"),
+        ("2\t1\tcsrc/bindings.cpp\n", "M\tcsrc/bindings.cpp\n", "csrc/bindings.cpp"),
+        ("0\t40\tcsrc/simd.h\n", "D\tcsrc/simd.h\n", "csrc/simd.h"),
+        ("", "", ""),
+    ]
+    for numstat, names, refused in cases:
+        monkeypatch.setattr(subprocess, "run", fake(numstat, names))
+        why = train_bench._extension_superset(str(ROOT), "0aa2913")
+        assert (refused in why and why) if refused else why == ""

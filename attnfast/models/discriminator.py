@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from attnfast.ops import conv3x3, heads
+from attnfast.ops.fast_autograd import as_memory_format
 from . import _checks as check
 from .segments import SegmentBatchNorm2d
 
@@ -101,6 +102,12 @@ class _DNet(nn.Module):
         self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
         self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
 
+    @staticmethod
+    def _code(h_code):
+        """The trunk's (B, ndf*8, 4, 4) code for the heads, NCHW (a channels_last trunk's gradient
+        goes back NHWC: see attnfast.ops.fast_autograd.as_memory_format)."""
+        return as_memory_format(h_code, torch.contiguous_format)
+
     def _image(self, x_var):
         size = self.resolution
         check.tensor("x_var", x_var, 4, f"(B, 3, {size}, {size})", floating=True)
@@ -126,7 +133,7 @@ class D_NET32(_DNet):  # noqa: N801 - not in the original: the first stage of ba
         self._heads(ndf, nef, b_jcu)
 
     def forward(self, x_var):
-        return self.img_code_s8_1(self.img_code_s8(self._image(x_var)))  # (B, 8ndf, 4, 4)
+        return self._code(self.img_code_s8_1(self.img_code_s8(self._image(x_var))))  # (B, 8ndf, 4, 4)
 
 
 class D_NET64(_DNet):  # noqa: N801 - the original's name
@@ -140,7 +147,7 @@ class D_NET64(_DNet):  # noqa: N801 - the original's name
         self._heads(ndf, nef, b_jcu)
 
     def forward(self, x_var):
-        return self.img_code_s16(self._image(x_var))                     # (B, 8ndf, 4, 4)
+        return self._code(self.img_code_s16(self._image(x_var)))         # (B, 8ndf, 4, 4)
 
 
 class D_NET128(_DNet):  # noqa: N801 - the original's name
@@ -158,7 +165,7 @@ class D_NET128(_DNet):  # noqa: N801 - the original's name
     def forward(self, x_var):
         x_code8 = self.img_code_s16(self._image(x_var))                  # (B, 8ndf, 8, 8)
         x_code4 = self.img_code_s32(x_code8)                              # (B, 16ndf, 4, 4)
-        return self.img_code_s32_1(x_code4)                               # (B, 8ndf, 4, 4)
+        return self._code(self.img_code_s32_1(x_code4))                   # (B, 8ndf, 4, 4)
 
 
 class D_NET256(_DNet):  # noqa: N801 - the original's name
@@ -180,7 +187,7 @@ class D_NET256(_DNet):  # noqa: N801 - the original's name
         x_code8 = self.img_code_s32(x_code16)                             # (B, 16ndf, 8, 8)
         x_code4 = self.img_code_s64(x_code8)                              # (B, 32ndf, 4, 4)
         x_code4 = self.img_code_s64_1(x_code4)                            # (B, 16ndf, 4, 4)
-        return self.img_code_s64_2(x_code4)                               # (B, 8ndf, 4, 4)
+        return self._code(self.img_code_s64_2(x_code4))                   # (B, 8ndf, 4, 4)
 
 
 D_NETS = {32: D_NET32, 64: D_NET64, 128: D_NET128, 256: D_NET256}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from attnfast.ops import GLU, GlobalAttentionGeneral, ResBlock, conv3x3, upBlock
+from attnfast.ops.fast_autograd import as_memory_format, memory_format_of
 from . import _checks as check
 from .conditioning import CA_NET
 
@@ -61,8 +62,10 @@ class NEXT_STAGE_G(nn.Module):  # noqa: N801 - the original's name
         """h_code (B, ngf, H, W), c_code (B, ncf) (unused, as the original), word_embs (B, nef, T),
         mask (B, T) bool (True = padding) or None -> out_code (B, ngf, 2H, 2W), att (B, T, H, W)."""
         self.att.applyMask(mask)
-        c_code, att = self.att(h_code, word_embs)                         # (B, ngf, H, W), (B, T, H, W)
-        h_c_code = torch.cat((h_code, c_code), 1)                         # (B, 2*ngf, H, W)
+        # the attention op works on NCHW; with channels_last weights the stage around it runs NHWC
+        fmt = memory_format_of(h_code)
+        c_code, att = self.att(as_memory_format(h_code, torch.contiguous_format), word_embs)
+        h_c_code = torch.cat((h_code, as_memory_format(c_code, fmt)), 1)  # (B, 2*ngf, H, W)
         out_code = self.residual(h_c_code)
         out_code = self.upsample(out_code)                                # (B, ngf, 2H, 2W)
         return out_code, att

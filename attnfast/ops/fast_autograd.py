@@ -17,7 +17,7 @@ Both take any floating dtype (bf16 under autocast) and any memory format of the 
 """
 import torch
 
-__all__ = ["glu", "subpixel_deinterleave", "subpixel_interleave"]
+__all__ = ["as_memory_format", "glu", "memory_format_of", "subpixel_deinterleave", "subpixel_interleave"]
 
 
 # ---------------------------------------------------------------------------------------- GLU
@@ -44,6 +44,54 @@ class _GLU(torch.autograd.Function):
         return torch.cat((grad_value, grad_gate), dim=1)
 
 
+# ------------------------------------------------------------------------- GLU on NHWC, CPU
+# ATen's glu on an NHWC tensor loops over each pixel's channel half (16-64 values, shorter than a
+# bf16 vector: all scalar tail), 4-8x slower than on NCHW; attnfast._C's glu_rows walks whole blocks
+# of pixels with vectorised rows (csrc/glu_cpu.cpp). Used for channels_last bf16 / fp16 on the CPU.
+def _rows_kernel():
+    try:
+        from attnfast import _C  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _C if hasattr(_C, "glu_rows_forward") else None
+
+
+def nhwc_glu_kernel_available() -> bool:
+    """Whether the CPU's NHWC GLU kernel (attnfast._C.glu_rows_*) is built."""
+    return _rows_kernel() is not None
+
+
+def _pixels(t: torch.Tensor) -> torch.Tensor:
+    """An NHWC (channels_last) (B, C, H, W) tensor as its (B*H*W, C) pixel rows (a view)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _glu_rows(x: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    out = _rows_kernel().glu_rows_forward(_pixels(x))                       # (B*H*W, C/2)
+    return out.view(batch, height, width, channels // 2).permute(0, 3, 1, 2)   # NHWC (B, C/2, H, W)
+
+
+class _GLURows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _glu_rows(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():   # double backward: ATen's differentiable glu on the same rows
+            with torch.enable_grad():
+                rows = x.detach().requires_grad_(True) if not x.requires_grad else x
+                out = torch.nn.functional.glu(rows.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+                return torch.autograd.grad(out, rows, grad, create_graph=True)[0]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        batch, channels, height, width = x.shape
+        dx = _rows_kernel().glu_rows_backward(_pixels(grad), _pixels(x))     # (B*H*W, C)
+        return dx.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
 def glu(x: torch.Tensor) -> torch.Tensor:
     """AttnGAN's GLU over channels: (B, 2C, ...) -> (B, C, ...), ``x[:, :C] * sigmoid(x[:, C:])``.
 
@@ -58,6 +106,10 @@ def glu(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] % 2:
         raise ValueError(f"glu: channel count must be even, got {x.shape[1]}")
     if x.dtype in _REDUCED:
+        if _is_channels_last(x):     # the channel halves are the NHWC rows' halves: GLU along the last dim
+            if x.device.type == "cpu" and _rows_kernel() is not None:
+                return _GLURows.apply(x) if (x.requires_grad and torch.is_grad_enabled()) else _glu_rows(x)
+            return torch.nn.functional.glu(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
         return torch.nn.functional.glu(x, dim=1)
     if not (x.requires_grad and torch.is_grad_enabled()):
         half = x.shape[1] // 2
@@ -65,9 +117,44 @@ def glu(x: torch.Tensor) -> torch.Tensor:
     return _GLU.apply(x)
 
 
-# ------------------------------------------------------------------------------- sub-pixel shuffle
+# ------------------------------------------------------------------------------- memory formats
 def _is_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.stride(1) == 1 and t.shape[1] > 1 and not t.is_contiguous()
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for an NHWC-strided 4-D tensor, else ``torch.contiguous_format``."""
+    return torch.channels_last if _is_channels_last(t) else torch.contiguous_format
+
+
+class _AsFormat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fmt):
+        ctx.back = memory_format_of(x)
+        return x.contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _as_format(grad, ctx.back), None
+
+
+def _as_format(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    if x.dim() != 4 or x.is_contiguous(memory_format=fmt):
+        return x
+    if x.requires_grad and torch.is_grad_enabled():
+        return _AsFormat.apply(x, fmt)
+    return x.contiguous(memory_format=fmt)
+
+
+def as_memory_format(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``x.contiguous(memory_format=fmt)`` whose gradient comes back in x's own memory format: the
+    boundary between an NHWC (channels_last) part of a network and an NCHW one, so that neither side's
+    backward mixes formats (a mixed pair of operands sends ATen's kernels down their slow strided
+    paths: BatchNorm's backward 6x). x itself when it already is in ``fmt`` (or is not 4-D)."""
+    return _as_format(x, fmt)
+
+
+# ------------------------------------------------------------------------------- sub-pixel shuffle
 
 
 def _phase_view(phases: torch.Tensor) -> torch.Tensor:

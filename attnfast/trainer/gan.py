@@ -8,6 +8,7 @@ moving average of G's parameters (decay 0.999) used for samples. Discriminator o
 as logits with BCE-with-logits (same value as the original sigmoid + BCELoss, stable under AMP).
 """
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -29,6 +30,8 @@ from .distributed import rank_slice
 from .gan_options import GANOptions
 from .generator_extras import GeneratorExtras
 from .speed import SpeedOptions
+
+LOG = logging.getLogger("attnfast")
 
 
 class ParameterEMA:
@@ -82,7 +85,10 @@ class GANTrainer(common.StepLoop):
     def __init__(self, config: dict, out_dir: str | Path, device: torch.device, damsm_path,
                  amp: str = "off", speed=None, dist=None):
         self.config, self.out_dir, self.device, self.amp = config, Path(out_dir), device, amp
-        self.speed = speed or SpeedOptions()
+        self.speed = (speed or SpeedOptions()).resolved(device, amp)
+        if self.speed.channels_last and (speed is None or speed.channels_last is None):
+            LOG.info("channels_last: NHWC weights and images (the default for bf16 on the CPU; "
+                     "--no-channels-last for NCHW)")
         self.dist = dist or distributed.DistContext()
         self.is_main = self.dist.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)

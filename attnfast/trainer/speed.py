@@ -5,12 +5,14 @@ One dataclass, set from ``python -m attnfast.train`` flags (``--graphs``, ``--co
 defaults cache the frozen text encoder's outputs per caption (:mod:`attnfast.trainer.text_cache`), store
 the shapes data's rendered images and batch each D's calls in its update (issue 27).
 """
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import torch
 
 from attnfast.data.device_store import DTYPES, DeviceImageStore
+from attnfast.ops.fast_autograd import nhwc_glu_kernel_available
 from . import distributed
 from .graphs import GraphedGANStep
 from .text_cache import TextFeatureCache
@@ -26,8 +28,9 @@ class SpeedOptions:
     """graphs: capture the step as CUDA graphs (:mod:`attnfast.trainer.graphs`); graph_warmup: eager
     steps before the capture. compile: ``torch.compile`` G, every D (trunk and heads) and the image
     encoder with ``compile_backend``. text_cache_mb: memory bound of the per-caption text feature
-    cache (0 = off). channels_last: store 4-D weights and real images NHWC (None = off; measure
-    with bench/train_bench.py). sync_bn: SyncBatchNorm across ranks (CUDA only).
+    cache (0 = off). channels_last: store 4-D weights (G, every D, the image encoder) and real images
+    NHWC; None (the default) resolves per run (:meth:`resolved`): on for bf16 autocast on the CPU
+    when attnfast._C has its NHWC GLU kernel, else off. sync_bn: SyncBatchNorm across ranks (CUDA only).
     dataset_on_device_mb: memory budget of the device-resident training images (0 = off; see
     :mod:`attnfast.data.device_store`; None, the default: on when the data set can be stored and fits
     AUTO_STORE_MB, else the data loader renders as usual), dataset_dtype: their storage, "uint8" or
@@ -61,6 +64,17 @@ class SpeedOptions:
 
     def channels_last_on(self, device: torch.device) -> bool:
         return bool(self.channels_last)
+
+    def resolved(self, device: torch.device, amp: str) -> "SpeedOptions":
+        """These options with ``channels_last`` None decided for ``device`` and ``amp``: on for bf16 on
+        the CPU where attnfast._C has its NHWC GLU kernel (oneDNN's bf16 convolutions then run without
+        a layout reorder on either side, and every BatchNorm, GLU and shuffle keeps NHWC: the demo's
+        GAN step 1.075x in an in-process A/B, docs/benchmarks.md); off elsewhere (CUDA keeps its
+        measured NCHW Triton path; fp32 on the CPU was not measured faster)."""
+        if self.channels_last is not None:
+            return self
+        auto = device.type == "cpu" and amp == "bf16" and nhwc_glu_kernel_available()
+        return dataclasses.replace(self, channels_last=auto)
 
     def images_to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         """A batch of real images (B, 3, r, r) on ``device`` (NHWC when channels_last is on)."""
