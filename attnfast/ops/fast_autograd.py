@@ -15,6 +15,8 @@ as autograd's formulas, bit for bit, without their zero-filled intermediates.
 
 Both take any floating dtype (bf16 under autocast) and any memory format of the input.
 """
+import functools
+
 import torch
 
 __all__ = ["as_memory_format", "glu", "memory_format_of", "subpixel_deinterleave", "subpixel_interleave"]
@@ -48,12 +50,19 @@ class _GLU(torch.autograd.Function):
 # ATen's glu on an NHWC tensor loops over each pixel's channel half (16-64 values, shorter than a
 # bf16 vector: all scalar tail), 4-8x slower than on NCHW; attnfast._C's glu_rows walks whole blocks
 # of pixels with vectorised rows (csrc/glu_cpu.cpp). Used for channels_last bf16 / fp16 on the CPU.
+@functools.lru_cache(maxsize=1)
 def _rows_kernel():
+    """attnfast._C when it has the NHWC GLU kernel, else None (looked up once: the GLU's hot path)."""
     try:
         from attnfast import _C  # type: ignore[attr-defined]
     except ImportError:
         return None
     return _C if hasattr(_C, "glu_rows_forward") else None
+
+
+def _glu_nhwc_aten(x: torch.Tensor) -> torch.Tensor:
+    """ATen's (differentiable) glu along the channels of an NHWC tensor: the pixel rows' last dim."""
+    return torch.nn.functional.glu(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
 
 
 def nhwc_glu_kernel_available() -> bool:
@@ -84,8 +93,7 @@ class _GLURows(torch.autograd.Function):
         if torch.is_grad_enabled():   # double backward: ATen's differentiable glu on the same rows
             with torch.enable_grad():
                 rows = x.detach().requires_grad_(True) if not x.requires_grad else x
-                out = torch.nn.functional.glu(rows.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
-                return torch.autograd.grad(out, rows, grad, create_graph=True)[0]
+                return torch.autograd.grad(_glu_nhwc_aten(rows), rows, grad, create_graph=True)[0]
         grad = grad.contiguous(memory_format=torch.channels_last)
         batch, channels, height, width = x.shape
         dx = _rows_kernel().glu_rows_backward(_pixels(grad), _pixels(x))     # (B*H*W, C)
@@ -109,7 +117,7 @@ def glu(x: torch.Tensor) -> torch.Tensor:
         if _is_channels_last(x):     # the channel halves are the NHWC rows' halves: GLU along the last dim
             if x.device.type == "cpu" and _rows_kernel() is not None:
                 return _GLURows.apply(x) if (x.requires_grad and torch.is_grad_enabled()) else _glu_rows(x)
-            return torch.nn.functional.glu(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+            return _glu_nhwc_aten(x)
         return torch.nn.functional.glu(x, dim=1)
     if not (x.requires_grad and torch.is_grad_enabled()):
         half = x.shape[1] // 2

@@ -50,18 +50,18 @@ class _SplitJointWeight(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, channels: int, dtype: torch.dtype):
-        ctx.shape, ctx.weight_dtype = tuple(weight.shape), weight.dtype
+        ctx.channels, ctx.shape, ctx.weight_dtype = channels, tuple(weight.shape), weight.dtype
         return _split(weight, channels, dtype)
 
     @staticmethod
     def backward(ctx, grad_image, grad_taps):
         k, total = ctx.shape[0], ctx.shape[1]
+        words = total - ctx.channels
         like = grad_image if grad_image is not None else grad_taps
-        channels = grad_image.shape[1] if grad_image is not None else total - grad_taps.shape[0]
-        if grad_image is None:
-            grad_image = like.new_zeros((k, channels, 3, 3))
-        grad_sentence = (grad_taps.view(total - channels, k, 3, 3).transpose(0, 1) if grad_taps is not None
-                         else like.new_zeros((k, total - channels, 3, 3)))
+        if grad_image is None:                       # a part whose output was unused gets zeros
+            grad_image = like.new_zeros((k, ctx.channels, 3, 3))
+        grad_sentence = (grad_taps.view(words, k, 3, 3).transpose(0, 1) if grad_taps is not None
+                         else like.new_zeros((k, words, 3, 3)))
         return torch.cat((grad_image, grad_sentence), dim=1).to(ctx.weight_dtype), None, None
 
 
